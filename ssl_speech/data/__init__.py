@@ -1,0 +1,1 @@
+"""Data: corpora, audio reading, windows and batch samplers, labels, embedded corpus."""

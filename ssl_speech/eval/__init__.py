@@ -1,0 +1,1 @@
+"""Evaluation: feature export, phone and speaker probes, ABX, pseudo-label utility."""

@@ -1,0 +1,1 @@
+"""Networks: encoders, context networks, prediction heads, the SSL model."""

@@ -1,0 +1,1 @@
+"""Objectives: CPC, aligned CPC, RPC, MGF, TriNet."""

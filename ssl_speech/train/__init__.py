@@ -1,0 +1,1 @@
+"""Training: the Hydra entry point, trainer, checkpoints, distributed helpers, metric logs."""

@@ -1,0 +1,174 @@
+"""Checkpoints: one dict of named states, written atomically, verified on load.
+
+A checkpoint is a plain dict readable with ``torch.load(weights_only=True)``: tensors, numbers,
+strings, lists and dicts only (the resolved config is stored as a plain container, RNG states as
+tensors). Files are named ``ckpt-<step:08d>.pt`` in ``<run_dir>/checkpoints/`` with a sidecar
+``.sha256`` written after the checkpoint itself; a checkpoint without a matching sidecar is
+incomplete or corrupt and is skipped with a warning in favour of the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and what to do."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"ckpt-{step:08d}.pt"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename), then its hash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """Return ``None`` if the file matches its sidecar hash, else the reason it does not."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.is_file():
+        return "file is missing"
+    if not sidecar.is_file():
+        return "no .sha256 sidecar (the write did not complete)"
+    expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
+    actual = _sha256(path)
+    if actual != expected:
+        return f"content hash {actual[:12]}… does not match the recorded {expected[:12]}…"
+    return None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint files of a run, oldest first (by step)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_valid_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint that passes verification; corrupt ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(run_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        warnings.warn(
+            f"checkpoint {path} is unusable ({problem}); falling back to the previous one. "
+            "Delete it once you have looked at it.",
+            stacklevel=2,
+        )
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (``keep_last <= 0`` keeps all)."""
+    if keep_last <= 0:
+        return
+    for path in list_checkpoints(run_dir)[:-keep_last]:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file, or the newest valid checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_valid_checkpoint(path)
+        if found is None:
+            raise CheckpointError(
+                f"no usable checkpoint in {path / CHECKPOINT_DIR}: train first, or pass a file"
+            )
+        path = found
+    elif not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    elif path.with_name(path.name + ".sha256").is_file():
+        problem = verify_checkpoint(path)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {problem}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, pickled code objects
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not an ssl_speech checkpoint (no 'model' entry)")
+    state["path"] = str(path)
+    return state
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild the ``SSLModel`` stored in a checkpoint, in eval mode, with its config attached.
+
+    ``path`` is a checkpoint file or a run directory (its newest valid checkpoint). The model is
+    built from the checkpoint's resolved config (``encoder`` and ``context`` entries with their
+    ``_target_``) and ``model.config`` holds that config as a plain dict.
+    """
+    from hydra.utils import instantiate
+
+    from ssl_speech.nn.model import SSLModel
+
+    state = load_checkpoint(path, map_location=map_location)
+    config = state.get("config")
+    if not config or "encoder" not in config or "context" not in config:
+        raise CheckpointError(f"{state['path']} has no encoder/context config to rebuild from")
+    model = SSLModel(instantiate(config["encoder"]), instantiate(config["context"]))
+    model.load_state_dict(state["model"])
+    model.to(map_location)
+    model.eval()
+    model.config = config
+    model.checkpoint_path = state["path"]
+    model.checkpoint_step = int(state.get("step", 0))
+    return model

@@ -1,0 +1,48 @@
+"""Catch the signals clusters send before preemption, so the trainer can save and exit cleanly.
+
+SLURM (``--signal=USR1@120``) and most schedulers send SIGTERM or SIGUSR1 some time before a
+kill. The handler only records the request; the trainer checks it at the next step boundary,
+agrees with the other ranks, writes a checkpoint and exits with :data:`PREEMPTED_EXIT_CODE` so
+a wrapper script can requeue the job. A second signal while saving is ignored.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+# EX_TEMPFAIL from sysexits.h: "temporary failure, try again" — distinct from crashes (1) and
+# from the shell's 128+N codes, so a requeue script can test for it.
+PREEMPTED_EXIT_CODE = 75
+
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class PreemptionHandler:
+    """Context manager that installs the handlers and restores the previous ones on exit."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = PREEMPTION_SIGNALS) -> None:
+        self.signals = signals
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self) -> PreemptionHandler:
+        for sig in self.signals:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): cannot install
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
