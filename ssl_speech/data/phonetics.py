@@ -1,0 +1,358 @@
+"""Phone inventory and a small random language for the embedded synthetic corpus.
+
+The inventory has 40 classes (index 0 is silence, ``sil``): 10 monophthongs, 5 diphthongs,
+3 nasals, 9 fricatives (``hh`` included), 6 stops, 2 affricates and 4 approximants. Each phone
+carries articulatory targets as data: formant targets F1-F3 in Hz for an adult male vocal tract
+(monophthongs from Peterson & Barney, 1952; diphthongs move between two targets), and, for
+consonants, a place of articulation whose F2/F3 locus (Delattre et al., 1955) drives the formant
+transitions into neighbouring vowels, whose noise spectrum shapes frication and stop bursts, and
+whose antiformant shapes nasal murmur.
+
+The language: a lexicon of random words built from syllables (onset, nucleus, coda) under
+English-like phonotactics, drawn with Zipfian frequencies (short words frequent), and utterances
+made of words and pauses. :func:`plan_utterance` turns words into timed :class:`Token` s.
+All timing is in synthesis hops of 80 samples (5 ms at 16 kHz).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+HOP_SECONDS = 0.005  # the 80-sample synthesis hop at 16 kHz
+
+# Formant targets of a neutral (reduced) vowel, Hz; unstressed vowels move toward it.
+SCHWA = (500.0, 1500.0, 2500.0)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Place of articulation.
+
+    Attributes:
+        noise: spectral peaks of frication and bursts, ``(centre Hz, bandwidth Hz, gain dB)``.
+        nasal_zero: antiformant frequency of the nasal made at this place, Hz.
+    """
+
+    noise: tuple[tuple[float, float, float], ...]
+    nasal_zero: float
+
+
+PLACES: dict[str, Place] = {
+    "labial": Place(((1200.0, 2500.0, 0.0),), 1000.0),
+    "labiodental": Place(((3800.0, 5000.0, 0.0), (7000.0, 3000.0, -3.0)), 0.0),
+    "dental": Place(((5500.0, 4000.0, 0.0), (2500.0, 1500.0, -8.0)), 0.0),
+    "alveolar": Place(((5300.0, 1800.0, 0.0), (7200.0, 1500.0, -4.0)), 1600.0),
+    "postalveolar": Place(((2700.0, 900.0, 0.0), (4600.0, 1800.0, -5.0)), 0.0),
+    "palatal": Place(((3200.0, 1200.0, 0.0),), 0.0),
+    # velar bursts: a compact peak at the vowel-dependent F2 locus (centre 0 here)
+    "velar": Place(((0.0, 700.0, 0.0), (4000.0, 3000.0, -12.0)), 2800.0),
+    "glottal": Place(((3000.0, 6000.0, 0.0),), 0.0),
+    "none": Place(((3000.0, 6000.0, 0.0),), 0.0),
+}
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One phone class.
+
+    Attributes:
+        name: the label written to ``phones.txt``.
+        kind: ``silence | vowel | diphthong | nasal | fricative | aspirate | stop | affricate |
+            approximant``.
+        place: a key of :data:`PLACES`.
+        voiced: whether the glottis vibrates during the phone (voice bar for voiced stops).
+        formants: F1-F3 targets in Hz (male reference); for consonants F1 is the constricted
+            tract's value and F2/F3 the place's locus (velars take theirs from the vowel).
+        offglide: second F1-F3 target of a diphthong, else ``None``.
+        duration_ms: median duration at normal rate in a stressed syllable.
+        level_db: level of the phone's main source relative to a stressed vowel's voicing.
+    """
+
+    name: str
+    kind: str
+    place: str
+    voiced: bool
+    formants: tuple[float, float, float]
+    offglide: tuple[float, float, float] | None
+    duration_ms: float
+    level_db: float
+
+    @property
+    def is_vowel(self) -> bool:
+        return self.kind in ("vowel", "diphthong")
+
+
+_O = None  # no offglide
+# name   kind          place          voiced  F1    F2    F3     offglide F1-F3        ms   dB
+_TABLE = [
+    ("sil", "silence", "none", False, (500, 1500, 2500), _O, 200, -99),
+    ("iy", "vowel", "none", True, (270, 2290, 3010), _O, 95, -1),
+    ("ih", "vowel", "none", True, (390, 1990, 2550), _O, 70, 0),
+    ("eh", "vowel", "none", True, (530, 1840, 2480), _O, 80, 0),
+    ("ae", "vowel", "none", True, (660, 1720, 2410), _O, 115, 1),
+    ("aa", "vowel", "none", True, (730, 1090, 2440), _O, 110, 1),
+    ("ah", "vowel", "none", True, (520, 1190, 2390), _O, 65, 0),
+    ("ao", "vowel", "none", True, (570, 840, 2410), _O, 110, 1),
+    ("uh", "vowel", "none", True, (440, 1020, 2240), _O, 65, -1),
+    ("uw", "vowel", "none", True, (300, 870, 2240), _O, 95, -2),
+    ("er", "vowel", "none", True, (490, 1350, 1690), _O, 100, -1),
+    ("ey", "diphthong", "none", True, (500, 1850, 2500), (330, 2200, 2800), 135, 0),
+    ("ay", "diphthong", "none", True, (750, 1250, 2500), (420, 2000, 2600), 150, 1),
+    ("oy", "diphthong", "none", True, (560, 880, 2450), (420, 1900, 2550), 155, 0),
+    ("aw", "diphthong", "none", True, (760, 1300, 2500), (480, 1000, 2350), 150, 1),
+    ("ow", "diphthong", "none", True, (540, 1000, 2400), (390, 860, 2300), 130, 0),
+    ("m", "nasal", "labial", True, (280, 900, 2200), _O, 65, -8),
+    ("n", "nasal", "alveolar", True, (280, 1750, 2700), _O, 60, -8),
+    ("ng", "nasal", "velar", True, (280, 2000, 2600), _O, 70, -9),
+    ("f", "fricative", "labiodental", False, (300, 1100, 2300), _O, 95, -24),
+    ("th", "fricative", "dental", False, (300, 1450, 2600), _O, 85, -26),
+    ("s", "fricative", "alveolar", False, (300, 1750, 2700), _O, 105, -14),
+    ("sh", "fricative", "postalveolar", False, (300, 2000, 2550), _O, 110, -12),
+    ("hh", "aspirate", "glottal", False, (500, 1500, 2500), _O, 65, -12),
+    ("v", "fricative", "labiodental", True, (300, 1100, 2300), _O, 60, -30),
+    ("dh", "fricative", "dental", True, (300, 1450, 2600), _O, 45, -32),
+    ("z", "fricative", "alveolar", True, (300, 1750, 2700), _O, 80, -20),
+    ("zh", "fricative", "postalveolar", True, (300, 2000, 2550), _O, 75, -18),
+    ("p", "stop", "labial", False, (250, 900, 2200), _O, 90, -14),
+    ("t", "stop", "alveolar", False, (250, 1750, 2700), _O, 80, -10),
+    ("k", "stop", "velar", False, (250, 2000, 2600), _O, 90, -10),
+    ("b", "stop", "labial", True, (250, 900, 2200), _O, 70, -18),
+    ("d", "stop", "alveolar", True, (250, 1750, 2700), _O, 60, -14),
+    ("g", "stop", "velar", True, (250, 2000, 2600), _O, 70, -14),
+    ("ch", "affricate", "postalveolar", False, (300, 2000, 2550), _O, 115, -11),
+    ("jh", "affricate", "postalveolar", True, (300, 2000, 2550), _O, 95, -17),
+    ("l", "approximant", "alveolar", True, (360, 1050, 2800), _O, 60, -4),
+    ("r", "approximant", "postalveolar", True, (350, 1150, 1550), _O, 60, -4),
+    ("w", "approximant", "labial", True, (300, 650, 2200), _O, 55, -5),
+    ("y", "approximant", "palatal", True, (270, 2200, 2950), _O, 50, -5),
+]
+
+INVENTORY: list[Phone] = [
+    Phone(name, kind, place, voiced, tuple(map(float, f)), None if o is None else
+          tuple(map(float, o)), float(ms), float(db))
+    for name, kind, place, voiced, f, o, ms, db in _TABLE
+]
+PHONES: list[str] = [p.name for p in INVENTORY]
+PHONE_INDEX: dict[str, int] = {name: i for i, name in enumerate(PHONES)}
+SILENCE = 0
+
+# Phonotactics: weighted onsets, nuclei and codas, written as space-separated phone names.
+_ONSETS = {
+    "p": 3, "b": 3, "t": 4, "d": 3, "k": 4, "g": 2, "m": 4, "n": 3, "f": 3, "v": 1.5, "th": 1,
+    "dh": 2.5, "s": 4, "z": 0.6, "sh": 1.5, "zh": 0.3, "hh": 3, "ch": 1.5, "jh": 1.5, "l": 3.5,
+    "r": 3.5, "w": 3, "y": 1.5, "p l": 0.6, "b l": 0.6, "k l": 0.6, "g l": 0.4, "f l": 0.6,
+    "s l": 0.4, "p r": 0.7, "b r": 0.7, "t r": 0.8, "d r": 0.6, "k r": 0.7, "g r": 0.6,
+    "f r": 0.7, "th r": 0.4, "sh r": 0.2, "s p": 0.6, "s t": 0.9, "s k": 0.6, "s m": 0.3,
+    "s n": 0.3, "s w": 0.3, "t w": 0.3, "k w": 0.5, "s t r": 0.3, "s p r": 0.2,
+}
+_NUCLEI = {
+    "ah": 6, "ih": 5, "iy": 3.5, "eh": 3.5, "ae": 3, "aa": 2.5, "ao": 1.5, "uh": 1, "uw": 2,
+    "er": 2, "ey": 2, "ay": 2, "oy": 0.5, "aw": 1, "ow": 2,
+}
+_CODAS = {
+    "p": 1.5, "b": 0.8, "t": 4, "d": 3, "k": 2, "g": 0.8, "m": 2, "n": 5, "ng": 1.5, "f": 1,
+    "v": 1.5, "th": 0.6, "dh": 0.3, "s": 3, "z": 3, "sh": 0.6, "zh": 0.3, "ch": 0.6, "jh": 0.6,
+    "l": 3, "r": 2.5, "m p": 0.4, "n t": 0.6, "n d": 0.6, "ng k": 0.3, "s t": 0.6, "s k": 0.2,
+    "s p": 0.1, "l t": 0.2, "l d": 0.3, "l k": 0.1, "l z": 0.2, "r t": 0.3, "r d": 0.3,
+    "r k": 0.1, "r m": 0.1, "t s": 0.4, "k s": 0.4, "p s": 0.2, "n z": 0.5, "d z": 0.3,
+    "k t": 0.2, "f t": 0.1,
+}
+
+
+@dataclass(frozen=True)
+class WordPhone:
+    """A phone of a lexical word with its prosodic marks."""
+
+    phone: int
+    stressed: bool  # nucleus of the word's stressed syllable
+    reduced: bool  # unstressed nucleus that moves toward schwa
+
+
+@dataclass(frozen=True)
+class Token:
+    """A timed phone of an utterance: hops ``[start, end)`` of 80 samples."""
+
+    phone: int
+    start: int
+    end: int
+    stressed: bool = False
+    reduced: bool = False
+    phrase_final: bool = False
+
+
+def _table(weights: dict[str, float]) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    items = [tuple(PHONE_INDEX[p] for p in key.split()) for key in weights]
+    probs = np.array(list(weights.values()), dtype=np.float64)
+    return items, probs / probs.sum()
+
+
+_ONSET_TABLE, _NUCLEUS_TABLE, _CODA_TABLE = _table(_ONSETS), _table(_NUCLEI), _table(_CODAS)
+
+
+def _choose(rng: np.random.Generator, table: tuple[list[tuple[int, ...]], np.ndarray]) -> tuple:
+    items, probs = table
+    return items[int(rng.choice(len(items), p=probs))]
+
+
+def _random_word(rng: np.random.Generator) -> tuple[WordPhone, ...]:
+    n_syll = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
+    stress = 0 if n_syll == 1 or rng.random() < 0.7 else int(rng.integers(n_syll))
+    phones: list[WordPhone] = []
+    for s in range(n_syll):
+        u = rng.random()
+        onset = () if u < 0.15 else _choose(rng, _ONSET_TABLE)
+        nucleus = _choose(rng, _NUCLEUS_TABLE)
+        last = s == n_syll - 1
+        u = rng.random()
+        if u < (0.35 if last else 0.6):
+            coda: tuple[int, ...] = ()
+        else:
+            coda = _choose(rng, _CODA_TABLE)
+            if not last and len(coda) > 1:
+                coda = coda[:1]
+        if phones and onset and phones[-1].phone == onset[0]:
+            onset = onset[1:]  # no geminates across syllables
+        for p in onset:
+            phones.append(WordPhone(p, False, False))
+        phones.append(WordPhone(nucleus[0], s == stress, s != stress and rng.random() < 0.6))
+        for p in coda:
+            phones.append(WordPhone(p, False, False))
+    return tuple(phones)
+
+
+def _phone_counts(word: tuple[WordPhone, ...]) -> Counter:
+    return Counter(p.phone for p in word)
+
+
+class Lexicon:
+    """Random words with Zipfian frequencies; every phone of the inventory occurs in it.
+
+    Args:
+        rng: the generator the words are drawn from.
+        size: number of distinct words (at least 50).
+    """
+
+    def __init__(self, rng: np.random.Generator, size: int = 400) -> None:
+        if size < 50:
+            raise ValueError(f"lexicon size {size} is too small; use at least 50 words")
+        words: dict[tuple[int, ...], tuple[WordPhone, ...]] = {}
+        while len(words) < size:
+            word = _random_word(rng)
+            words.setdefault(tuple(p.phone for p in word), word)
+        ordered = list(words.values())
+        # Short words are frequent (Zipf's law of abbreviation), with some shuffling.
+        keys = np.array([len(w) for w in ordered]) + rng.normal(0.0, 1.5, len(ordered))
+        self.words = [ordered[i] for i in np.argsort(keys, kind="stable")]
+        self._cover_inventory(rng)
+        ranks = np.arange(1, len(self.words) + 1, dtype=np.float64)
+        probs = 1.0 / (ranks + 2.7)
+        self.probs = probs / probs.sum()
+
+    def _cover_inventory(self, rng: np.random.Generator) -> None:
+        """Replace rare words so that every non-silence phone occurs at least three times."""
+        counts = Counter(p.phone for w in self.words for p in w)
+        slot = len(self.words) - 1
+        for phone in range(1, len(PHONES)):
+            while counts[phone] < 3:
+                word = _random_word(rng)
+                if all(p.phone != phone for p in word):
+                    continue
+                # replace the rarest words, but none that another phone's coverage needs
+                while any(counts[q] - k < 3 for q, k in _phone_counts(self.words[slot]).items()):
+                    slot -= 1
+                    if slot < 0:
+                        raise ValueError(f"a lexicon of {len(self.words)} words cannot hold "
+                                         "every phone three times; use more words")
+                counts.subtract(p.phone for p in self.words[slot])
+                counts.update(p.phone for p in word)
+                self.words[slot] = word
+                slot -= 1
+
+    def sample(self, rng: np.random.Generator) -> tuple[WordPhone, ...]:
+        return self.words[int(rng.choice(len(self.words), p=self.probs))]
+
+
+def _duration_hops(
+    rng: np.random.Generator, phone: Phone, stressed: bool, reduced: bool, rate: float
+) -> int:
+    ms = phone.duration_ms / rate * float(np.exp(rng.normal(0.0, 0.25)))
+    if phone.is_vowel:
+        ms *= 1.3 if stressed else (0.6 if reduced else 0.85)
+    floor = 30.0 if phone.kind in ("stop", "affricate") else 20.0
+    return max(int(round(max(ms, floor) / 1000.0 / HOP_SECONDS)), 3)
+
+
+def _silence_hops(rng: np.random.Generator, median_ms: float) -> int:
+    ms = median_ms * float(np.exp(rng.normal(0.0, 0.4)))
+    return max(int(round(ms / 1000.0 / HOP_SECONDS)), 8)
+
+
+FINAL_LENGTHENING = 1.4  # phrase-final syllables are longer
+
+
+def plan_utterance(
+    lexicon: Lexicon,
+    rng: np.random.Generator,
+    target_seconds: float,
+    max_seconds: float,
+    rate: float,
+    pause_probability: float = 0.15,
+) -> list[Token]:
+    """Timed tokens of an utterance: silence, words with pauses between them, silence.
+
+    Words are added until the utterance reaches ``target_seconds`` (at least one word); a word
+    that would push it past ``max_seconds`` ends the utterance instead. The last syllable before
+    a pause or the end is lengthened. The total number of hops is even, so the audio is a whole
+    number of 10 ms label frames.
+    """
+    max_hops = int(max_seconds / HOP_SECONDS)
+    lead, tail = _silence_hops(rng, 220.0), _silence_hops(rng, 220.0)
+    words: list[tuple[tuple[WordPhone, ...], list[int], int]] = []  # word, hops, pause after
+    while not words or _length(words, lead + tail) * HOP_SECONDS < target_seconds:
+        word = lexicon.sample(rng)
+        hops = [_duration_hops(rng, INVENTORY[p.phone], p.stressed, p.reduced, rate) for p in word]
+        pause = _silence_hops(rng, 250.0) if rng.random() < pause_probability else 0
+        if words and _length([*words, (word, hops, pause)], lead + tail) > max_hops:
+            break
+        words.append((word, hops, pause))
+
+    tokens = [Token(SILENCE, 0, lead)]
+    start = lead
+    for i, (word, hops, pause) in enumerate(words):
+        final = pause > 0 or i == len(words) - 1
+        vowels = _vowel_positions(word)
+        for j, (wp, h) in enumerate(zip(word, hops)):
+            in_final_syllable = final and j >= vowels[-1]
+            if in_final_syllable:
+                h = _lengthen(h)
+            tokens.append(Token(wp.phone, start, start + h, wp.stressed, wp.reduced,
+                                in_final_syllable))
+            start += h
+        if pause and i < len(words) - 1:
+            tokens.append(Token(SILENCE, start, start + pause))
+            start += pause
+    tail += (start + tail) % 2
+    tokens.append(Token(SILENCE, start, start + tail))
+    return tokens
+
+
+def _vowel_positions(word: tuple[WordPhone, ...]) -> list[int]:
+    return [j for j, p in enumerate(word) if INVENTORY[p.phone].is_vowel]
+
+
+def _lengthen(hops: int) -> int:
+    return int(round(hops * FINAL_LENGTHENING))
+
+
+def _length(words: list[tuple[tuple[WordPhone, ...], list[int], int]], silence: int) -> int:
+    """Hops of an utterance made of ``words`` (the last pause dropped) and ``silence``."""
+    total = silence
+    for i, (word, hops, pause) in enumerate(words):
+        last = i == len(words) - 1
+        total += sum(hops) + (0 if last else pause)
+        if pause or last:
+            total += sum(_lengthen(h) - h for h in hops[_vowel_positions(word)[-1]:])
+    return total + 1  # room for the rounding to an even count

@@ -1,0 +1,522 @@
+"""The embedded synthetic speech corpus: deterministic speech-like audio with exact phone labels.
+
+A fresh machine has no speech data, so every command of the library runs on this corpus by
+default. :func:`generate_corpus` writes it in LibriSpeech layout, with the same metadata a
+real corpus gets, so every tool is exercised on it:
+
+- ``<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``: 16 kHz mono PCM_16 FLAC; numeric
+  speaker ids (``1001``, ...); the utterance id is the file stem.
+- ``alignments.txt``: one line per utterance, ``utt_id l0 l1 ...``, one phone index per 10 ms
+  frame (CPC_audio's format). Label frame ``i`` covers samples ``[160 i, 160 i + 160)`` and is
+  the phone under its centre. Every utterance has a whole number of frames: the number of
+  labels is ``num_samples // 160``, which equals ``ceil(num_samples / 160)`` here.
+- ``phones.txt``: line ``i`` is the name of phone ``i``; ``sil`` is 0.
+- ``splits/{train,dev,test}.txt``: utterances of the training speakers, about 80/10/10 per
+  speaker (each speaker has at least one dev and one test utterance);
+  ``splits/test_heldout_speakers.txt``: every utterance of the held-out speakers.
+- ``abx/{dev,test,test_heldout_speakers}.item``: ZeroSpeech item files, header
+  ``#file onset offset #phone prev-phone next-phone speaker``, one line per phone token in
+  seconds, only tokens of at least 30 ms whose phone and neighbours are not silence.
+- ``corpus.json``: version, seed, spec, sample rate, speakers, utterances and seconds per
+  split, phone count, the count and total bytes of the other files (the completeness check),
+  and the generation time (the one value that varies between runs).
+
+Determinism: every random draw comes from a numpy ``Generator`` seeded from the spec's seed and
+a stream (lexicon, speakers, plan, or the utterance index), so the bytes do not depend on the
+number of workers. :func:`ensure_corpus` caches the corpus under ``~/.cache/ssl_speech``
+(``$SSL_SPEECH_CACHE`` or an argument override it); generation writes a hidden sibling
+directory and renames it when complete, under a lock file, so neither a killed generation nor
+two concurrent ones leave a half corpus that looks whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ssl_speech.data.phonetics import PHONES, SILENCE, Lexicon, plan_utterance
+from ssl_speech.data.synthesis import (
+    HOP,
+    SAMPLE_RATE,
+    Channel,
+    Speaker,
+    draw_channel,
+    draw_speaker,
+    synthesize,
+)
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "PHONES",
+    "SyntheticCorpusSpec",
+    "corpus_dirname",
+    "corpus_statistics",
+    "ensure_corpus",
+    "ensure_corpus_at",
+    "format_statistics",
+    "generate_corpus",
+    "is_complete",
+]
+
+GENERATOR_VERSION = "1"
+LABEL_HOP = 160  # samples per label frame (10 ms)
+SPLITS = ("train", "dev", "test", "test_heldout_speakers")
+ABX_SPLITS = ("dev", "test", "test_heldout_speakers")
+MIN_ITEM_SECONDS = 0.03
+_STREAM_LEXICON, _STREAM_SPEAKERS, _STREAM_PLAN, _STREAM_UTTERANCE = range(4)
+
+
+@dataclass(frozen=True)
+class SyntheticCorpusSpec:
+    """What to generate; equal specs give byte-identical audio and metadata.
+
+    Args:
+        seed: root of every random draw.
+        hours: approximate total audio duration.
+        num_speakers: talkers, alternately male and female.
+        num_heldout_speakers: talkers kept out of train/dev/test (the last ones).
+        chapters_per_speaker: recording conditions (room, microphone, noise) per talker.
+        lexicon_size: distinct words of the random language.
+        min_utterance_seconds, max_utterance_seconds: range of utterance durations.
+        dev_fraction, test_fraction: share of each training speaker's utterances.
+    """
+
+    seed: int = 0
+    hours: float = 1.0
+    num_speakers: int = 24
+    num_heldout_speakers: int = 4
+    chapters_per_speaker: int = 2
+    lexicon_size: int = 400
+    min_utterance_seconds: float = 2.0
+    max_utterance_seconds: float = 10.0
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.hours <= 0:
+            raise ValueError(f"hours must be positive, got {self.hours}")
+        if self.num_heldout_speakers < 1:
+            raise ValueError(
+                f"num_heldout_speakers={self.num_heldout_speakers}: need at least 1 held-out "
+                "speaker for the across-speaker test"
+            )
+        if self.num_speakers - self.num_heldout_speakers < 4:
+            raise ValueError(
+                f"num_speakers={self.num_speakers} with {self.num_heldout_speakers} held out "
+                "leaves fewer than 4 training speakers; ABX needs at least 4 per split"
+            )
+        if self.chapters_per_speaker < 1:
+            raise ValueError(f"chapters_per_speaker must be >= 1, got {self.chapters_per_speaker}")
+        if not 1.0 <= self.min_utterance_seconds <= self.max_utterance_seconds:
+            raise ValueError(
+                f"utterance seconds range [{self.min_utterance_seconds}, "
+                f"{self.max_utterance_seconds}] must satisfy 1 <= min <= max"
+            )
+        if not (0 < self.dev_fraction < 0.5 and 0 < self.test_fraction < 0.5):
+            raise ValueError(
+                f"dev_fraction={self.dev_fraction} and test_fraction={self.test_fraction} "
+                "must lie in (0, 0.5)"
+            )
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    index: int
+    speaker: int
+    chapter: int
+    utt_id: str
+    target_seconds: float
+    split: str
+
+
+def _rng(spec: SyntheticCorpusSpec, *stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=stream))
+
+
+def _speaker_id(index: int) -> str:
+    return str(1001 + index)
+
+
+def _chapter_id(speaker: int, chapter: int) -> str:
+    return str(100 * (speaker + 1) + 17 * chapter + 3)
+
+
+def _heldout(spec: SyntheticCorpusSpec) -> range:
+    return range(spec.num_speakers - spec.num_heldout_speakers, spec.num_speakers)
+
+
+def _plan(spec: SyntheticCorpusSpec) -> list[_Utterance]:
+    """Every utterance: its speaker, chapter, id, target duration and split."""
+    rng = _rng(spec, _STREAM_PLAN)
+    budget = spec.hours * 3600.0 / spec.num_speakers
+    heldout = _heldout(spec)
+    plan: list[_Utterance] = []
+    for s in range(spec.num_speakers):
+        targets: list[float] = []
+        while sum(targets) < budget or len(targets) < 3:
+            targets.append(float(rng.uniform(spec.min_utterance_seconds,
+                                             spec.max_utterance_seconds)))
+        n = len(targets)
+        splits = ["test_heldout_speakers"] * n
+        if s not in heldout:
+            n_dev = max(1, int(round(spec.dev_fraction * n)))
+            n_test = max(1, int(round(spec.test_fraction * n)))
+            splits = ["dev"] * n_dev + ["test"] * n_test + ["train"] * (n - n_dev - n_test)
+            splits = [splits[i] for i in rng.permutation(n)]
+        per_chapter = -(-n // spec.chapters_per_speaker)
+        for u, (target, split) in enumerate(zip(targets, splits)):
+            chapter, number = divmod(u, per_chapter)
+            utt_id = f"{_speaker_id(s)}-{_chapter_id(s, chapter)}-{number:04d}"
+            plan.append(_Utterance(len(plan), s, chapter, utt_id, target, split))
+    return plan
+
+
+@functools.lru_cache(maxsize=4)
+def _world(spec: SyntheticCorpusSpec) -> tuple[Lexicon, list[Speaker], list[list[Channel]]]:
+    """The lexicon, speakers and channels shared by all utterances (rebuilt in each worker)."""
+    lexicon = Lexicon(_rng(spec, _STREAM_LEXICON), spec.lexicon_size)
+    rng = _rng(spec, _STREAM_SPEAKERS)
+    speakers, channels = [], []
+    for s in range(spec.num_speakers):
+        speakers.append(draw_speaker(rng, female=s % 2 == 1))
+        channels.append([draw_channel(rng) for _ in range(spec.chapters_per_speaker)])
+    return lexicon, speakers, channels
+
+
+def _audio_path(root: Path, utt_id: str) -> Path:
+    speaker, chapter, _ = utt_id.split("-")
+    return root / speaker / chapter / f"{utt_id}.flac"
+
+
+def _make_utterance(job: tuple[SyntheticCorpusSpec, _Utterance, str]) -> tuple[str, int, list]:
+    """Synthesise and write one utterance; returns its id, sample count and tokens."""
+    spec, utt, root = job
+    lexicon, speakers, channels = _world(spec)
+    rng = _rng(spec, _STREAM_UTTERANCE, utt.index)
+    speaker = speakers[utt.speaker]
+    tokens = plan_utterance(lexicon, rng, utt.target_seconds, spec.max_utterance_seconds,
+                            speaker.rate)
+    audio = synthesize(tokens, speaker, channels[utt.speaker][utt.chapter], rng)
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    path = _audio_path(Path(root), utt.utt_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+    return utt.utt_id, len(pcm), [(t.phone, t.start, t.end) for t in tokens]
+
+
+def _frame_labels(tokens: list[tuple[int, int, int]], num_samples: int) -> list[int]:
+    """Phone under the centre of each 10 ms frame (token bounds are in 80-sample hops)."""
+    per_hop = np.repeat([p for p, _, _ in tokens], [b - a for _, a, b in tokens])
+    centres = (np.arange(num_samples // LABEL_HOP) * LABEL_HOP + LABEL_HOP // 2) // HOP
+    return per_hop[centres].tolist()
+
+
+def _item_lines(utt_id: str, speaker: str, tokens: list[tuple[int, int, int]]) -> list[str]:
+    lines = []
+    for (prev, _, _), (phone, a, b), (nxt, _, _) in zip(tokens, tokens[1:], tokens[2:]):
+        onset, offset = a * HOP / SAMPLE_RATE, b * HOP / SAMPLE_RATE
+        if SILENCE in (prev, phone, nxt) or offset - onset < MIN_ITEM_SECONDS - 1e-9:
+            continue
+        lines.append(f"{utt_id} {onset:.3f} {offset:.3f} {PHONES[phone]} {PHONES[prev]} "
+                     f"{PHONES[nxt]} {speaker}")
+    return lines
+
+
+def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="synthetic corpus", unit="utt", disable=not progress)
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(_make_utterance(job))
+            bar.update()
+    else:
+        # spawn: safe beside threads (torch) in the parent, same behaviour on every platform
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(_make_utterance, jobs, chunksize=4):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results
+
+
+def _default_workers(n_jobs: int) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, n_jobs))
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def _file_census(root: Path) -> tuple[int, int]:
+    """Count and total bytes of every file under ``root`` except ``corpus.json``."""
+    count = size = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if Path(dirpath) == root and name == "corpus.json":
+                continue
+            count += 1
+            size += (Path(dirpath) / name).stat().st_size
+    return count, size
+
+
+def _write_corpus(root: Path, spec: SyntheticCorpusSpec, workers: int, progress: bool) -> None:
+    start = time.perf_counter()
+    plan = _plan(spec)
+    results = _run_jobs([(spec, utt, str(root)) for utt in plan], workers, progress)
+    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    items: dict[str, list[str]] = {s: [] for s in ABX_SPLITS}
+    seconds: Counter = Counter()
+    alignments = []
+    for utt, (utt_id, num_samples, tokens) in zip(plan, results):
+        by_split[utt.split].append(utt_id)
+        seconds[utt.split] += num_samples / SAMPLE_RATE
+        labels = _frame_labels(tokens, num_samples)
+        alignments.append(f"{utt_id} " + " ".join(map(str, labels)))
+        if utt.split in items:
+            items[utt.split] += _item_lines(utt_id, _speaker_id(utt.speaker), tokens)
+    _write_lines(root / "alignments.txt", sorted(alignments))
+    _write_lines(root / "phones.txt", PHONES)
+    for split, ids in by_split.items():
+        _write_lines(root / "splits" / f"{split}.txt", sorted(ids))
+    for split, lines in items.items():
+        _write_lines(root / "abx" / f"{split}.item",
+                     ["#file onset offset #phone prev-phone next-phone speaker", *sorted(lines)])
+    count, size = _file_census(root)
+    heldout = [_speaker_id(s) for s in _heldout(spec)]
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": spec.seed,
+        "spec": dataclasses.asdict(spec),
+        "sample_rate": SAMPLE_RATE,
+        "label_rate_hz": SAMPLE_RATE // LABEL_HOP,
+        "num_speakers": {"train": spec.num_speakers - len(heldout), "heldout": len(heldout)},
+        "speakers": [_speaker_id(s) for s in range(spec.num_speakers)],
+        "heldout_speakers": heldout,
+        "num_utterances": {**{s: len(ids) for s, ids in by_split.items()}, "total": len(plan)},
+        "durations_s": {**{s: round(seconds[s], 3) for s in SPLITS},
+                        "total": round(sum(seconds.values()), 3)},
+        "num_phones": len(PHONES),
+        "num_files": count,
+        "total_bytes": size,
+        "generation_seconds": round(time.perf_counter() - start, 2),
+    }
+    (root / "corpus.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def generate_corpus(
+    root: str | Path,
+    spec: SyntheticCorpusSpec = SyntheticCorpusSpec(),
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate the corpus at ``root`` (which must not exist yet) and return ``root``.
+
+    The files are written to a hidden sibling directory that is renamed to ``root`` once
+    complete. ``workers`` processes share the utterances (default: the usable CPUs); the
+    output does not depend on it. If another process completes ``root`` first, its corpus is
+    kept and returned.
+    """
+    root = Path(root).expanduser().absolute()
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} exists and is not empty; remove it or call ensure_corpus_at() to reuse it"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        partial.mkdir()
+        n_jobs = len(_plan(spec))
+        _write_corpus(partial, spec, workers or _default_workers(n_jobs), progress)
+        try:
+            os.replace(partial, root)  # atomic; only replaces a missing or empty directory
+        except OSError:
+            if not is_complete(root, spec):
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
+def is_complete(root: str | Path, spec: SyntheticCorpusSpec | None = None) -> bool:
+    """Whether ``root`` holds a whole corpus (of ``spec``, if given): its ``corpus.json``
+    exists and its file count and total size match the files on disk."""
+    root = Path(root)
+    try:
+        meta = json.loads((root / "corpus.json").read_text())
+        expected = (int(meta["num_files"]), int(meta["total_bytes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if spec is not None and (
+        meta.get("generator_version") != GENERATOR_VERSION
+        or meta.get("spec") != dataclasses.asdict(spec)
+    ):
+        return False
+    return _file_census(root) == expected
+
+
+def corpus_dirname(spec: SyntheticCorpusSpec) -> str:
+    """Cache directory name: version, seed and size, plus a hash of any other non-default field.
+
+    ``SyntheticCorpusSpec()`` gives ``synthetic-v1-seed0-h1.0``.
+    """
+    name = f"synthetic-v{GENERATOR_VERSION}-seed{spec.seed}-h{float(spec.hours)}"
+    rest = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("seed", "hours")}
+    default = {k: v for k, v in dataclasses.asdict(SyntheticCorpusSpec()).items() if k in rest}
+    if rest != default:
+        name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
+    return name
+
+
+def _cache_dir(cache_dir: str | Path | None) -> Path:
+    if cache_dir is None:
+        cache_dir = os.environ.get("SSL_SPEECH_CACHE") or Path.home() / ".cache" / "ssl_speech"
+    return Path(cache_dir).expanduser().absolute()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (POSIX); elsewhere rename-wins alone protects."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(root: Path) -> None:
+    """Delete an incomplete ``root`` and the leftovers of generations killed mid-way."""
+    for partial in root.parent.glob(f".{root.name}.partial-*"):
+        pid = partial.name.rsplit("-", 2)[-2]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+    if root.exists():
+        trash = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(root, trash)  # out of sight first, so no reader sees it half deleted
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def ensure_corpus_at(
+    root: str | Path,
+    spec: SyntheticCorpusSpec = SyntheticCorpusSpec(),
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Return ``root`` holding the corpus of ``spec``, generating it if missing or corrupt."""
+    root = Path(root).expanduser().absolute()
+    if is_complete(root, spec):
+        return root
+    with _locked(root.parent / f".{root.name}.lock"):
+        if is_complete(root, spec):  # another process finished it while we waited
+            return root
+        _remove_stale(root)
+        return generate_corpus(root, spec, workers=workers, progress=progress)
+
+
+def ensure_corpus(
+    spec: SyntheticCorpusSpec = SyntheticCorpusSpec(),
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """The cached corpus of ``spec``: ``<cache>/<corpus_dirname(spec)>``, generated if needed.
+
+    The cache is ``cache_dir``, else ``$SSL_SPEECH_CACHE``, else ``~/.cache/ssl_speech``.
+    """
+    return ensure_corpus_at(_cache_dir(cache_dir) / corpus_dirname(spec), spec, workers, progress)
+
+
+def corpus_statistics(root: str | Path) -> dict:
+    """Figures of a generated corpus: ``corpus.json`` plus phone frequencies and item counts.
+
+    Returns a JSON-serialisable dict with ``durations_s`` and ``num_utterances`` per split,
+    speakers, ``num_phones``, ``phone_frames`` (frames per phone name, from the alignments),
+    ``silence_fraction`` and ``abx_items`` per split.
+    """
+    root = Path(root)
+    if not is_complete(root):
+        raise FileNotFoundError(f"{root} is not a complete synthetic corpus (corpus.json or "
+                                "files missing); regenerate it with ensure_corpus()")
+    meta = json.loads((root / "corpus.json").read_text())
+    counts: Counter = Counter()
+    with open(root / "alignments.txt") as handle:
+        for line in handle:
+            counts.update(int(x) for x in line.split()[1:])
+    total = sum(counts.values())
+    items = {}
+    for split in ABX_SPLITS:
+        with open(root / "abx" / f"{split}.item") as handle:
+            items[split] = sum(1 for line in handle if not line.startswith("#"))
+    return {
+        "root": str(root),
+        "generator_version": meta["generator_version"],
+        "seed": meta["seed"],
+        "sample_rate": meta["sample_rate"],
+        "num_speakers": meta["num_speakers"],
+        "heldout_speakers": meta["heldout_speakers"],
+        "num_utterances": meta["num_utterances"],
+        "durations_s": meta["durations_s"],
+        "num_phones": meta["num_phones"],
+        "phone_frames": {PHONES[i]: counts.get(i, 0) for i in range(len(PHONES))},
+        "silence_fraction": round(counts.get(SILENCE, 0) / max(total, 1), 4),
+        "abx_items": items,
+        "generation_seconds": meta["generation_seconds"],
+    }
+
+
+def format_statistics(stats: dict) -> str:
+    """A human-readable summary of :func:`corpus_statistics`: splits, speakers, phones."""
+    lines = [f"synthetic corpus v{stats['generator_version']} seed {stats['seed']} at "
+             f"{stats['root']}"]
+    for split, seconds in stats["durations_s"].items():
+        count = stats["num_utterances"][split]
+        lines.append(f"  {split:<22} {count:5d} utterances {seconds / 60:8.2f} min")
+    lines.append(f"  speakers: {stats['num_speakers']['train']} training, "
+                 f"{stats['num_speakers']['heldout']} held out "
+                 f"({', '.join(stats['heldout_speakers'])})")
+    frames = stats["phone_frames"]
+    total = max(sum(frames.values()), 1)
+    ranked = sorted(frames.items(), key=lambda kv: -kv[1])
+    share = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in ranked)
+    lines.append(f"  phones: {stats['num_phones']} (silence {100 * stats['silence_fraction']:.1f}%"
+                 f" of frames); by frequency: {share}")
+    lines.append("  ABX items: " + ", ".join(f"{k} {v}" for k, v in stats["abx_items"].items()))
+    return "\n".join(lines)
