@@ -35,7 +35,9 @@ class ObjectiveOutput:
 
     def __post_init__(self) -> None:
         if self.loss.dim() != 0:
-            raise ValueError(f"ObjectiveOutput.loss must be a scalar, got shape {tuple(self.loss.shape)}")
+            raise ValueError(
+                f"ObjectiveOutput.loss must be a scalar, got shape {tuple(self.loss.shape)}"
+            )
         self.metrics = {k: v.detach() for k, v in self.metrics.items()}
 
 

@@ -1,0 +1,198 @@
+"""Scoring predictions against positives and shared negatives with matrix products.
+
+Shared by CPC, aligned CPC and RPC. For every anchor frame ``t`` of every sequence the objectives
+have K predictions ``p_{t,k}`` (D-dimensional) and need their scores ``s(p, z) = scale · p·z``
+against two sets of latents:
+
+- the *window*: the next W frames ``z_{t+1} … z_{t+W}`` of the same sequence (CPC's positives
+  are its diagonal ``s(p_{t,k}, z_{t+k})`` with ``W = K``; aligned CPC scores every pair),
+- the N *negatives* drawn once per anchor by :mod:`ssl_speech.objectives.negatives` and shared
+  by all K predictions.
+
+CPC_audio builds, for every step, a ``(B, 1+N, A, D)`` candidate tensor and multiplies it
+elementwise with the predictions: K copies of the negatives, all memory traffic. Here the
+``W + N`` candidates of an anchor are gathered once and scored by all K predictions in one
+batched product ``(B·A, K, D) @ (B·A, D, W+N)`` (``method="gather"``), or the predictions are
+multiplied with every latent of the batch ``(B·A·K, D) @ (D, B·T)`` and the candidates' scores
+picked out by index (``method="dense"``: ``B·T / (W+N)`` times the arithmetic, no gathered
+copy of the latents). At CPC_audio's size (B = 8, T = 128, K = 12, N = 128, D = 256) the dense
+product was the faster of the two on CPU, since one large matrix product runs near peak while
+the gather is memory-bound and the batched product has only K rows per matrix; it is the
+default. Its score matrix grows as ``B²``: for large per-device batches prefer ``"gather"``.
+Scores come back in float32 so the log-sum-exp that follows is float32 under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SCORE_METHODS = ("gather", "dense")
+
+
+def check_method(method: str) -> str:
+    """Validate a scoring method name and return it."""
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; use one of {SCORE_METHODS}")
+    return method
+
+
+def check_features(z: Tensor, c: Tensor, dim: int, context_dim: int, owner: str) -> None:
+    """Validate the model's outputs ``z (B, T, dim)`` and ``c (B, T, context_dim)``."""
+    if z.dim() != 3 or z.shape[-1] != dim:
+        raise ValueError(f"{owner} expects latents z of shape (B, T, {dim}), got {tuple(z.shape)}")
+    if c.dim() != 3 or c.shape[-1] != context_dim or c.shape[:2] != z.shape[:2]:
+        raise ValueError(
+            f"{owner} expects context c of shape {tuple(z.shape[:2]) + (context_dim,)} "
+            f"(same batch and frames as z), got {tuple(c.shape)}"
+        )
+
+
+def count_anchors(
+    num_frames: int, horizon: int, num_samples: int | None = None, hop: int | None = None
+) -> int:
+    """Anchors per sequence whose ``horizon`` future frames all exist: ``T − horizon``.
+
+    Args:
+        num_frames: T frames per window.
+        horizon: how many future frames each anchor needs (K for CPC, M for aligned CPC).
+        num_samples: the window length in samples, to name the fix in the error.
+        hop: the encoder's samples per frame; estimated as ``num_samples // T`` if not given.
+
+    Raises:
+        ValueError: when ``T <= horizon`` (no anchor), naming the window, hop and horizon.
+    """
+    if num_frames > horizon:
+        return num_frames - horizon
+    where = f"window of {num_frames} frames"
+    fix = f"use windows of at least {horizon + 1} frames or fewer steps"
+    if num_samples is not None and hop is None and num_frames > 0:
+        hop = num_samples // num_frames
+    if num_samples is not None and hop is not None:
+        where += f" ({num_samples} samples at hop {hop})"
+        fix = f"use windows of at least {(horizon + 1) * hop} samples or fewer steps"
+    raise ValueError(f"{where} is too short for {horizon} prediction steps: {fix}")
+
+
+def window_index(
+    batch_size: int,
+    num_frames: int,
+    num_anchors: int,
+    width: int,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Flat indices of the next ``width`` frames of each anchor ``t < num_anchors``.
+
+    Returns ``(B, A, W)`` long, entry ``[b, t, w] = b·T + t + w + 1``.
+    """
+    if num_anchors + width > num_frames:
+        raise ValueError(
+            f"num_anchors={num_anchors} + width={width} exceeds num_frames={num_frames}"
+        )
+    base = torch.arange(batch_size, device=device).view(-1, 1, 1) * num_frames
+    anchor = torch.arange(num_anchors, device=device).view(1, -1, 1)
+    offset = torch.arange(1, width + 1, device=device).view(1, 1, -1)
+    return base + anchor + offset
+
+
+def candidate_scores(
+    predictions: Tensor, z: Tensor, index: Tensor, scale: float, method: str = "dense"
+) -> Tensor:
+    """Score every prediction of an anchor against that anchor's candidate latents.
+
+    Args:
+        predictions: ``(B, A, K, D)``, K predictions for each of A anchors per sequence.
+        z: ``(B, T, D)`` latents.
+        index: ``(B, A, C)`` flat indices into ``z.reshape(B·T, D)``, C candidates per anchor.
+        scale: multiplies the dot products (CPC_audio: ``1 / D``).
+        method: ``"gather"`` or ``"dense"`` (module docstring); both give the same values.
+
+    Returns:
+        ``(B, A, K, C)`` float32, ``out[b, a, k, c] = scale · p_{b,a,k} · z_flat[index[b, a, c]]``.
+    """
+    check_method(method)
+    B, A, K, D = predictions.shape
+    C = index.shape[-1]
+    if z.dim() != 3 or z.shape[0] != B or z.shape[-1] != D:
+        raise ValueError(
+            f"latents must be (batch={B}, frames, dim={D}) to match the predictions, "
+            f"got {tuple(z.shape)}"
+        )
+    if index.shape[:2] != (B, A):
+        raise ValueError(f"index must be ({B}, {A}, candidates), got {tuple(index.shape)}")
+    flat = z.reshape(-1, D)
+    # Scaling the predictions costs B·A·K·D multiplies instead of B·A·K·C on the scores.
+    queries = predictions.reshape(B * A, K, D) * scale
+    if method == "gather":
+        # One gather of the C candidates per anchor, shared by all K predictions.
+        candidates = flat.index_select(0, index.reshape(-1)).view(B * A, C, D)
+        scores = torch.bmm(queries, candidates.transpose(1, 2)).view(B, A, K, C)
+    else:
+        every = (queries.reshape(B * A * K, D) @ flat.t()).view(B, A, K, -1)
+        scores = every.gather(-1, index.unsqueeze(2).expand(B, A, K, C))
+    return scores.float()
+
+
+def window_and_negative_scores(
+    predictions: Tensor,
+    z: Tensor,
+    negative_index: Tensor,
+    width: int,
+    scale: float,
+    method: str = "dense",
+) -> tuple[Tensor, Tensor]:
+    """Scores against the next ``width`` frames and the shared negatives, in one product.
+
+    Anchors are frames ``0 … A−1`` with ``A = predictions.shape[1]``, so ``A + width <= T``.
+
+    Args:
+        predictions: ``(B, A, K, D)``.
+        z: ``(B, T, D)``.
+        negative_index: ``(B, A, N)`` from :func:`sample_negative_indices`.
+        width: W future frames per anchor.
+        scale: score scale.
+        method: see :func:`candidate_scores`.
+
+    Returns:
+        ``window (B, A, K, W)`` with ``window[..., k, w] = s(p_{t,k}, z_{t+w+1})`` and
+        ``negative (B, A, K, N)``, both float32.
+    """
+    B, A = predictions.shape[:2]
+    positive_index = window_index(B, z.shape[1], A, width, device=negative_index.device)
+    index = torch.cat([positive_index, negative_index], dim=-1)
+    scores = candidate_scores(predictions, z, index, scale, method)
+    return scores[..., :width], scores[..., width:]
+
+
+def step_scores(
+    predictions: Tensor,
+    z: Tensor,
+    negative_index: Tensor,
+    scale: float,
+    method: str = "dense",
+) -> tuple[Tensor, Tensor]:
+    """CPC-style scores: prediction k of anchor t against ``z_{t+k}`` and against the negatives.
+
+    Args:
+        predictions: ``(B, A, K, D)``, step ``k`` (0-based) predicts frame ``t + k + 1``.
+        z: ``(B, T, D)`` with ``A + K <= T``.
+        negative_index: ``(B, A, N)``.
+        scale: score scale.
+        method: see :func:`candidate_scores`.
+
+    Returns:
+        ``positive (B, A, K)`` and ``negative (B, A, K, N)``, float32.
+    """
+    K = predictions.shape[2]
+    window, negative = window_and_negative_scores(predictions, z, negative_index, K, scale, method)
+    return window.diagonal(dim1=-2, dim2=-1), negative
+
+
+def info_nce_log_prob(positive: Tensor, negative_logsumexp: Tensor) -> Tensor:
+    """Log-probability of the positive among itself and the negatives.
+
+    ``log(e^pos / (e^pos + Σ_n e^neg_n)) = pos − logaddexp(pos, logsumexp_n neg_n)``, computed
+    in float32; the two arguments broadcast against each other.
+    """
+    positive = positive.float()
+    return positive - torch.logaddexp(positive, negative_logsumexp.float())
