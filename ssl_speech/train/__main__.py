@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,17 @@ from ssl_speech.train.trainer import Trainer, TrainerSettings
 _LOOP_KEYS = ("device", "threads", "resume")
 
 
+@dataclass
+class RunResult:
+    """What a run leaves in memory (for notebooks and tests); the run directory has the rest."""
+
+    run_dir: Path
+    model: torch.nn.Module
+    objective: torch.nn.Module
+    step: int
+    probe: dict = field(default_factory=dict)
+
+
 def config_dir() -> str:
     """The repository's ``configs/`` in a checkout, else the copy installed with the package."""
     checkout = Path(__file__).resolve().parents[2] / "configs"
@@ -30,8 +42,8 @@ def config_dir() -> str:
     return str(resources.files("ssl_speech._configs"))
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train (or resume) the run ``cfg`` describes, then probe it; returns the probe figures."""
+def run(cfg: DictConfig) -> RunResult:
+    """Train (or resume) the run ``cfg`` describes, then probe it."""
     trainer_cfg = cfg.trainer
     if trainer_cfg.get("threads"):
         torch.set_num_threads(int(trainer_cfg.threads))
@@ -84,7 +96,7 @@ def run(cfg: DictConfig) -> dict:
         if cfg.probe.enabled and ctx.is_main:
             figures = _probe(cfg, model, source, progress)
         barrier(ctx)
-        return figures
+        return RunResult(run_dir, model, objective, trainer.step, figures)
     finally:
         shutdown_distributed()
 

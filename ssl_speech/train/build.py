@@ -45,7 +45,7 @@ def resolve_data_source(data: DictConfig, progress: bool = True) -> DataSource:
         root = Path(data.root).expanduser() if data.get("root") else None
         manifest = Path(data.manifest).expanduser() if data.get("manifest") else None
         if source == "librispeech" and root is None:
-            raise ValueError("data=librispeech needs data.root=/path/to/LibriSpeech/train-clean-100")
+            raise ValueError("data=librispeech needs data.root=/path/to/LibriSpeech/train-clean")
         if source == "manifest" and manifest is None:
             raise ValueError("data=manifest needs data.manifest=/path/to/train.tsv")
         alignments = Path(data.alignments).expanduser() if data.get("alignments") else None
@@ -71,9 +71,13 @@ def build_loader(corpus: Corpus, data: DictConfig, seed: int, rank: int, world_s
     dataset = WindowDataset(corpus, window=int(data.window), labels=labels,
                             in_memory=bool(data.in_memory), hop=hop)
     workers = int(data.num_workers)
+    # The loader's own generator: creating an iterator must not draw from the global stream
+    # that negatives and dropout use, or a resumed run would diverge from an uninterrupted one.
+    generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate_windows, num_workers=workers,
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        generator=generator,
     )
     return loader, sampler
 

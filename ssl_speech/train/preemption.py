@@ -8,6 +8,7 @@ a wrapper script can requeue the job. A second signal while saving is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from types import FrameType
 
@@ -36,10 +37,9 @@ class PreemptionHandler:
 
     def __enter__(self) -> PreemptionHandler:
         for sig in self.signals:
-            try:
+            # Outside the main thread (e.g. a notebook worker) handlers cannot be installed.
+            with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. a notebook worker): cannot install
-                pass
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -34,11 +34,11 @@ from ssl_speech.train.rng import capture_rng_state, restore_rng_state
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStoppedError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite steps); the message says why."""
 
 
-class Preempted(SystemExit):
+class PreemptedExit(SystemExit):
     """Raised after a preemption checkpoint; exits with :data:`PREEMPTED_EXIT_CODE`."""
 
     def __init__(self) -> None:
@@ -211,7 +211,7 @@ class Trainer:
         return path
 
     def maybe_resume(self, resume: str | bool) -> bool:
-        """``resume``: ``auto`` (if the run has a checkpoint), ``true`` (must), ``false``, or a path."""
+        """``resume``: ``auto`` (if the run has a checkpoint), ``true``, ``false``, or a path."""
         resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
         if resume in ("false", "no", "0"):
             return False
@@ -241,7 +241,6 @@ class Trainer:
                 yield batch
             self.epoch += 1
             self.consumed = 0
-            self.sampler.load_state_dict(self.sampler.state_dict(consumed_batches=0))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -285,7 +284,7 @@ class Trainer:
         self.scheduler.step()
         if not finite and self.nonfinite_streak >= self.settings.max_nonfinite:
             bad = [n for n, v in metrics.items() if n.startswith("loss") and not torch.isfinite(v)]
-            raise TrainingStopped(
+            raise TrainingStoppedError(
                 f"{self.nonfinite_streak} non-finite steps in a row, the last at step "
                 f"{self.step + 1}: non-finite terms {bad or ['gradients']}, loss scale "
                 f"{self.scaler.get_scale() if self.scaler.is_enabled() else 1.0}. Lower "
@@ -383,7 +382,7 @@ class Trainer:
                     self.save()
                     bar.close()
                     self.logger.close()
-                    raise Preempted()
+                    raise PreemptedExit()
                 if (s.checkpoint_every and self.step % s.checkpoint_every == 0) \
                         or self.step == s.max_steps:
                     self.save()
@@ -401,12 +400,12 @@ def _versions() -> dict[str, str]:
 
     import ssl_speech
 
-    versions = {"ssl_speech": ssl_speech.__version__, "torch": torch.__version__,
+    versions = {"ssl_speech": ssl_speech.__version__, "torch": str(torch.__version__),
                 "python": platform.python_version()}
     try:
         import torchaudio
 
-        versions["torchaudio"] = torchaudio.__version__
+        versions["torchaudio"] = str(torchaudio.__version__)
     except ImportError:
         pass
     return versions
