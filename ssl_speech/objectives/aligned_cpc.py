@@ -35,12 +35,13 @@ from torch import Tensor, nn
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.heads import make_heads
 from ssl_speech.objectives.base import Objective, ObjectiveOutput
-from ssl_speech.objectives.negatives import check_mode, sample_negative_indices
+from ssl_speech.objectives.negatives import check_mode, negative_pool, sample_negative_indices
 from ssl_speech.objectives.scores import (
     check_features,
     check_method,
     count_anchors,
     info_nce_log_prob,
+    resolve_score_scale,
     window_and_negative_scores,
 )
 
@@ -156,9 +157,11 @@ class ACPC(Objective):
         head_ffn_dim: feed-forward size of the Transformer heads.
         negatives: ``"batch"`` or ``"sequence"`` (see :mod:`ssl_speech.objectives.negatives`).
         exclude_positive: never draw an anchor's M future frames as its negatives.
-        score_scale: multiplies ``q·z``; default ``1 / dim``.
+        score_scale: multiplies ``q·z``: a number, ``"1/dim"`` (default) or ``"1/sqrt(dim)"``.
         dropout: dropout inside the Transformer heads.
         score_method: ``"gather"`` or ``"dense"`` (see :mod:`ssl_speech.objectives.scores`).
+        negatives_across_ranks: under DDP, draw batch-mode negatives from the latents of every
+            rank (see :mod:`ssl_speech.objectives.negatives` for the trade-off).
 
     ``forward(model, batch)`` runs ``z, c = model(batch.wav)`` (z ``(B, T, D)``, c ``(B, T, H)``
     causal) and returns the loss with metrics ``loss``, ``acc``, ``segment_length`` and
@@ -177,9 +180,10 @@ class ACPC(Objective):
         head_ffn_dim: int = 2048,
         negatives: str = "batch",
         exclude_positive: bool = False,
-        score_scale: float | None = None,
+        score_scale: float | str | None = None,
         dropout: float = 0.0,
         score_method: str = "dense",
+        negatives_across_ranks: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -194,8 +198,6 @@ class ACPC(Objective):
                 f"num_matched={num_matched} must be >= num_predictions={num_predictions}: "
                 "every prediction covers at least one matched latent"
             )
-        if score_scale is not None and not score_scale > 0:
-            raise ValueError(f"score_scale must be > 0 (or None for 1/dim), got {score_scale!r}")
         self.dim = dim
         self.context_dim = dim if context_dim is None else context_dim
         self.num_predictions = num_predictions
@@ -203,8 +205,9 @@ class ACPC(Objective):
         self.num_negatives = num_negatives
         self.negatives = check_mode(negatives)
         self.exclude_positive = exclude_positive
-        self.score_scale = 1.0 / dim if score_scale is None else float(score_scale)
+        self.score_scale = resolve_score_scale(score_scale, dim)
         self.score_method = check_method(score_method)
+        self.negatives_across_ranks = negatives_across_ranks
         self.heads: nn.Module = make_heads(
             head, self.context_dim, dim, num_predictions, head_heads, head_ffn_dim, dropout
         )
@@ -214,8 +217,11 @@ class ACPC(Objective):
         hop = getattr(getattr(model, "encoder", None), "hop", None)
         return self.compute(z, c, num_samples=batch.wav.shape[-1], hop=hop)
 
-    def sample_negatives(self, z: Tensor, num_anchors: int) -> Tensor:
-        """Negative indices ``(B, A, N)`` into ``z.reshape(B·T, D)`` for anchors ``0 … A−1``."""
+    def sample_negatives(
+        self, z: Tensor, num_anchors: int, pool_sequences: int | None = None, offset: int = 0
+    ) -> Tensor:
+        """Negative indices ``(B, A, N)`` for anchors ``0 … A−1``, into ``z.reshape(B·T, D)``
+        or into a pool of ``pool_sequences`` sequences where ``z`` starts at ``offset``."""
         B, T = z.shape[:2]
         return sample_negative_indices(
             B,
@@ -226,6 +232,8 @@ class ACPC(Objective):
             exclude_positive=self.exclude_positive,
             num_steps=self.num_matched,
             device=z.device,
+            pool_sequences=pool_sequences,
+            sequence_offset=offset,
         )
 
     def pair_scores(
@@ -238,11 +246,12 @@ class ACPC(Objective):
         """
         M = self.num_matched
         A = z.shape[1] - M
+        pool, offset = negative_pool(z, self.negatives_across_ranks)
         if negative_index is None:
-            negative_index = self.sample_negatives(z, A)
+            negative_index = self.sample_negatives(z, A, pool.shape[0], offset)
         predictions = self.heads(c[:, :A])  # (B, A, K, D); causal heads
         window, negative = window_and_negative_scores(
-            predictions, z, negative_index, M, self.score_scale, self.score_method
+            predictions, z, negative_index, M, self.score_scale, self.score_method, pool
         )  # (B, A, K, M), (B, A, K, N)
         pair = info_nce_log_prob(window, negative.logsumexp(-1, keepdim=True))
         with torch.no_grad():

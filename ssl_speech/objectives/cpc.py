@@ -25,12 +25,13 @@ from torch import Tensor, nn
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.heads import make_heads
 from ssl_speech.objectives.base import Objective, ObjectiveOutput
-from ssl_speech.objectives.negatives import check_mode, sample_negative_indices
+from ssl_speech.objectives.negatives import check_mode, negative_pool, sample_negative_indices
 from ssl_speech.objectives.scores import (
     check_features,
     check_method,
     count_anchors,
     info_nce_log_prob,
+    resolve_score_scale,
     step_scores,
 )
 
@@ -48,9 +49,11 @@ class CPC(Objective):
         head_ffn_dim: feed-forward size of the Transformer heads.
         negatives: ``"batch"`` or ``"sequence"`` (see :mod:`ssl_speech.objectives.negatives`).
         exclude_positive: never draw an anchor's K future frames as its negatives.
-        score_scale: multiplies ``p·z``; default ``1 / dim``.
+        score_scale: multiplies ``p·z``: a number, ``"1/dim"`` (default) or ``"1/sqrt(dim)"``.
         dropout: dropout inside the Transformer heads.
         score_method: ``"gather"`` or ``"dense"`` (see :mod:`ssl_speech.objectives.scores`).
+        negatives_across_ranks: under DDP, draw batch-mode negatives from the latents of every
+            rank (see :mod:`ssl_speech.objectives.negatives` for the trade-off).
 
     ``forward(model, batch)`` runs ``z, c = model(batch.wav)`` with z ``(B, T, D)`` and c
     ``(B, T, H)`` causal, and returns the loss with metrics ``acc``, ``acc/step_{k}``,
@@ -69,9 +72,10 @@ class CPC(Objective):
         head_ffn_dim: int = 2048,
         negatives: str = "batch",
         exclude_positive: bool = False,
-        score_scale: float | None = None,
+        score_scale: float | str | None = None,
         dropout: float = 0.0,
         score_method: str = "dense",
+        negatives_across_ranks: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -81,16 +85,15 @@ class CPC(Objective):
         ):
             if value < 1:
                 raise ValueError(f"CPC {name} must be >= 1, got {value}")
-        if score_scale is not None and not score_scale > 0:
-            raise ValueError(f"score_scale must be > 0 (or None for 1/dim), got {score_scale!r}")
         self.dim = dim
         self.context_dim = dim if context_dim is None else context_dim
         self.num_steps = num_steps
         self.num_negatives = num_negatives
         self.negatives = check_mode(negatives)
         self.exclude_positive = exclude_positive
-        self.score_scale = 1.0 / dim if score_scale is None else float(score_scale)
+        self.score_scale = resolve_score_scale(score_scale, dim)
         self.score_method = check_method(score_method)
+        self.negatives_across_ranks = negatives_across_ranks
         self.heads: nn.Module = make_heads(
             head, self.context_dim, dim, num_steps, head_heads, head_ffn_dim, dropout
         )
@@ -100,8 +103,11 @@ class CPC(Objective):
         hop = getattr(getattr(model, "encoder", None), "hop", None)
         return self.compute(z, c, num_samples=batch.wav.shape[-1], hop=hop)
 
-    def sample_negatives(self, z: Tensor, num_anchors: int) -> Tensor:
-        """Negative indices ``(B, A, N)`` into ``z.reshape(B·T, D)`` for anchors ``0 … A−1``."""
+    def sample_negatives(
+        self, z: Tensor, num_anchors: int, pool_sequences: int | None = None, offset: int = 0
+    ) -> Tensor:
+        """Negative indices ``(B, A, N)`` for anchors ``0 … A−1``, into ``z.reshape(B·T, D)``
+        or into a pool of ``pool_sequences`` sequences where ``z`` starts at ``offset``."""
         B, T = z.shape[:2]
         return sample_negative_indices(
             B,
@@ -112,6 +118,8 @@ class CPC(Objective):
             exclude_positive=self.exclude_positive,
             num_steps=self.num_steps,
             device=z.device,
+            pool_sequences=pool_sequences,
+            sequence_offset=offset,
         )
 
     def compute(
@@ -134,12 +142,13 @@ class CPC(Objective):
         check_features(z, c, self.dim, self.context_dim, type(self).__name__)
         K = self.num_steps
         A = count_anchors(z.shape[1], K, num_samples, hop)
+        pool, offset = negative_pool(z, self.negatives_across_ranks)
         if negative_index is None:
-            negative_index = self.sample_negatives(z, A)
+            negative_index = self.sample_negatives(z, A, pool.shape[0], offset)
         # The heads are causal, so predicting from c[:, :A] equals heads(c)[:, :A].
         predictions = self.heads(c[:, :A])  # (B, A, K, D)
         positive, negative = step_scores(  # (B, A, K), (B, A, K, N)
-            predictions, z, negative_index, self.score_scale, self.score_method
+            predictions, z, negative_index, self.score_scale, self.score_method, pool
         )
         log_prob = info_nce_log_prob(positive, negative.logsumexp(-1))
         step_loss = -log_prob.mean(dim=(0, 1))  # (K,)

@@ -20,11 +20,21 @@ likely (the draw is uniform over the ``B·T − K`` or ``T − K`` remaining fra
 drawing below the reduced count and shifting past the window). The anchor's own frame ``t`` and
 frames beyond ``t+K`` remain possible. Without exclusion a negative may coincide with the
 positive (probability ``1/(B·T)`` per draw in batch mode), as in CPC_audio.
+
+Across ranks (``negatives_across_ranks=True`` in the objectives): under DDP each rank draws by
+default from its own batch, as CPC_audio does. :func:`negative_pool` can instead gather the
+latents of every rank (with gradients flowing back to their owners), so batch-mode negatives
+come from ``world_size·B·T`` latents. The trade-off: one all-gather of ``B·T·D`` latents per
+step and a ``world_size`` times larger score matrix, for more and more diverse negatives; but
+since each rank's batch holds one speaker, pooled negatives are mostly *other speakers*, which
+lets the model win by speaker cues and weakens the within-speaker contrast that favours phonetic
+features. Keep it off unless batches are uniform across speakers.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 NEGATIVE_MODES = ("batch", "sequence")
@@ -47,6 +57,8 @@ def sample_negative_indices(
     num_steps: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    pool_sequences: int | None = None,
+    sequence_offset: int = 0,
 ) -> Tensor:
     """Draw negatives for every anchor as flat indices into ``z.reshape(B * T, D)``.
 
@@ -61,6 +73,9 @@ def sample_negative_indices(
             ``A + K <= T`` so every window lies inside its sequence).
         generator: random source, for reproducible draws (on ``device``).
         device: where the indices live.
+        pool_sequences: sequences in the pool drawn from in batch mode (default B); with
+            :func:`negative_pool`, the anchors' sequences are ``sequence_offset … +B−1`` of it.
+        sequence_offset: position of the anchors' first sequence in the pool.
 
     Returns:
         ``(B, A, N)`` long tensor; ``b·T + s`` addresses frame ``s`` of sequence ``b``.
@@ -77,6 +92,10 @@ def sample_negative_indices(
     if not 1 <= A <= num_frames:
         raise ValueError(f"num_anchors must be in [1, num_frames={num_frames}], got {A}")
     B, T, N = batch_size, num_frames, num_negatives
+    P = B if pool_sequences is None else pool_sequences
+    if not 0 <= sequence_offset <= P - B:
+        raise ValueError(f"sequence_offset={sequence_offset} puts the {B} anchor sequences "
+                         f"outside the pool of {P}")
     K = 0
     if exclude_positive:
         if num_steps is None or num_steps < 1:
@@ -92,17 +111,37 @@ def sample_negative_indices(
         if mode == "sequence" and T - K < 1:
             raise ValueError(f"no frame is left to draw: num_frames={T}, num_steps={K}")
 
-    high = (B * T if mode == "batch" else T) - K
+    high = (P * T if mode == "batch" else T) - K
     draw = torch.randint(0, high, (B, A, N), generator=generator, device=device)
     anchor = torch.arange(A, device=device).view(1, A, 1)
+    sequence = torch.arange(sequence_offset, sequence_offset + B, device=device).view(B, 1, 1)
     if mode == "batch":
-        window_start = torch.arange(B, device=device).view(B, 1, 1) * T + anchor + 1
+        window_start = sequence * T + anchor + 1
         if K:
             draw = draw + K * (draw >= window_start)  # skip the K excluded frames
         return draw
     if K:
         draw = draw + K * (draw >= anchor + 1)
-    return draw + torch.arange(B, device=device).view(B, 1, 1) * T
+    return draw + sequence * T
+
+
+def negative_pool(z: Tensor, across_ranks: bool = False) -> tuple[Tensor, int]:
+    """The latents ``(P, T, D)`` negatives are drawn from, and where this rank's ``z`` sits.
+
+    Without ``across_ranks`` (or outside DDP) that is ``z`` itself at offset 0. With it, the
+    latents of all ranks in rank order, gathered with autograd so that each rank's negatives send
+    gradients back to the rank that produced them; the offset is ``rank · B``. Every rank must
+    call it at the same point of its step (it is a collective).
+    """
+    if not across_ranks or not dist.is_available() or not dist.is_initialized():
+        return z, 0
+    world = dist.get_world_size()
+    if world == 1:
+        return z, 0
+    from torch.distributed.nn.functional import all_gather
+
+    parts = all_gather(z.contiguous())
+    return torch.cat(parts, dim=0), dist.get_rank() * z.shape[0]
 
 
 def gather_negatives(z: Tensor, index: Tensor) -> Tensor:

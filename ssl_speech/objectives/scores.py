@@ -113,9 +113,9 @@ def candidate_scores(
     check_method(method)
     B, A, K, D = predictions.shape
     C = index.shape[-1]
-    if z.dim() != 3 or z.shape[0] != B or z.shape[-1] != D:
+    if z.dim() != 3 or z.shape[-1] != D:
         raise ValueError(
-            f"latents must be (batch={B}, frames, dim={D}) to match the predictions, "
+            f"latents must be (sequences, frames, dim={D}) to match the predictions, "
             f"got {tuple(z.shape)}"
         )
     if index.shape[:2] != (B, A):
@@ -140,6 +140,7 @@ def window_and_negative_scores(
     width: int,
     scale: float,
     method: str = "dense",
+    pool: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Scores against the next ``width`` frames and the shared negatives, in one product.
 
@@ -152,6 +153,8 @@ def window_and_negative_scores(
         width: W future frames per anchor.
         scale: score scale.
         method: see :func:`candidate_scores`.
+        pool: latents ``(P, T, D)`` the negative indices point into, when they are not ``z``
+            (negatives gathered across ranks: ``negatives.negative_pool``).
 
     Returns:
         ``window (B, A, K, W)`` with ``window[..., k, w] = s(p_{t,k}, z_{t+w+1})`` and
@@ -159,6 +162,9 @@ def window_and_negative_scores(
     """
     B, A = predictions.shape[:2]
     positive_index = window_index(B, z.shape[1], A, width, device=negative_index.device)
+    if pool is not None and pool is not z:
+        window = candidate_scores(predictions, z, positive_index, scale, method)
+        return window, candidate_scores(predictions, pool, negative_index, scale, method)
     index = torch.cat([positive_index, negative_index], dim=-1)
     scores = candidate_scores(predictions, z, index, scale, method)
     return scores[..., :width], scores[..., width:]
@@ -170,6 +176,7 @@ def step_scores(
     negative_index: Tensor,
     scale: float,
     method: str = "dense",
+    pool: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """CPC-style scores: prediction k of anchor t against ``z_{t+k}`` and against the negatives.
 
@@ -179,12 +186,15 @@ def step_scores(
         negative_index: ``(B, A, N)``.
         scale: score scale.
         method: see :func:`candidate_scores`.
+        pool: see :func:`window_and_negative_scores`.
 
     Returns:
         ``positive (B, A, K)`` and ``negative (B, A, K, N)``, float32.
     """
     K = predictions.shape[2]
-    window, negative = window_and_negative_scores(predictions, z, negative_index, K, scale, method)
+    window, negative = window_and_negative_scores(
+        predictions, z, negative_index, K, scale, method, pool
+    )
     return window.diagonal(dim1=-2, dim2=-1), negative
 
 
@@ -196,3 +206,21 @@ def info_nce_log_prob(positive: Tensor, negative_logsumexp: Tensor) -> Tensor:
     """
     positive = positive.float()
     return positive - torch.logaddexp(positive, negative_logsumexp.float())
+
+
+SCORE_SCALES = ("1/dim", "1/sqrt(dim)")
+
+
+def resolve_score_scale(score_scale: float | str | None, dim: int) -> float:
+    """The factor of ``p·z`` in a score: a number, ``"1/dim"`` (CPC_audio's fixed temperature,
+    also ``None``) or ``"1/sqrt(dim)"`` (scaled dot product; trains faster at higher rates)."""
+    if score_scale is None or score_scale == "1/dim":
+        return 1.0 / dim
+    if score_scale == "1/sqrt(dim)":
+        return dim**-0.5
+    if isinstance(score_scale, str):
+        raise ValueError(f"score_scale={score_scale!r}: expected a number > 0 or one of "
+                         f"{SCORE_SCALES}")
+    if not score_scale > 0:
+        raise ValueError(f"score_scale must be > 0, got {score_scale!r}")
+    return float(score_scale)

@@ -275,18 +275,19 @@ class Trainer:
         finite = bool(torch.isfinite(grad_norm) & torch.isfinite(loss))
         if finite:
             self.scaler.step(self.optimizer)
+            self.scheduler.step()  # the schedule counts updates, not skipped steps
             self.nonfinite_streak = 0
         else:
             self.nonfinite_total += 1
             self.nonfinite_streak += 1
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         if not finite and self.nonfinite_streak >= self.settings.max_nonfinite:
-            bad = [n for n, v in metrics.items() if n.startswith("loss") and not torch.isfinite(v)]
+            terms = {"loss": loss, **metrics}
+            bad = [n for n, v in terms.items() if not bool(torch.isfinite(v).all())]
             raise TrainingStoppedError(
                 f"{self.nonfinite_streak} non-finite steps in a row, the last at step "
-                f"{self.step + 1}: non-finite terms {bad or ['gradients']}, loss scale "
+                f"{self.step + 1}: non-finite terms {bad}, loss scale "
                 f"{self.scaler.get_scale() if self.scaler.is_enabled() else 1.0}. Lower "
                 "optim.lr, set trainer.grad_clip, or use trainer.precision=32/bf16."
             )

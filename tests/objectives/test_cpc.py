@@ -164,3 +164,10 @@ def test_loss_falls_with_adam_on_a_fixed_batch(head: str) -> None:
         losses.append(out.loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, (first, last)
+
+
+def test_score_scale_names():
+    assert CPC(dim=64, head="linear").score_scale == 1 / 64
+    assert CPC(dim=64, head="linear", score_scale="1/sqrt(dim)").score_scale == 1 / 8
+    with pytest.raises(ValueError, match="expected a number > 0 or one of"):
+        CPC(dim=64, head="linear", score_scale="1/dim^2")

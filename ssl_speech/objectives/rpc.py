@@ -1,0 +1,257 @@
+"""Relative predictive coding (RPC).
+
+Tsai et al. 2021, "Self-supervised Representation Learning with Relative Predictive Coding"
+(ICLR, sections 2.2–2.3). The anchors, prediction heads, negatives and scores are CPC's
+(:mod:`ssl_speech.objectives.cpc`): for each anchor frame ``t = 0 … T−K−1`` and step
+``k = 1 … K`` a prediction ``p_{t,k}`` is scored against its positive ``z_{t+k}`` and against
+the N negatives shared by all steps, ``f = scale · p·z``. Only the objective changes: instead of
+a softmax over the candidates, the relative objective
+
+    J_k = mean_pos(f − β/2·f²) − mean_neg(α·f + γ/2·f²),     loss = −Σ_k J_k,
+
+with ``mean_pos`` over the ``B·A`` anchors and ``mean_neg`` over the ``B·A·N`` anchor–negative
+pairs. There is no log and no exp: for bounded scores the loss is bounded, and its gradient in a
+score is the affine ``1 − βf`` (positive) or ``−(α + γf)/N`` (negative), whatever the others are.
+
+What J estimates. Maximised pointwise, J's optimum is ``f* = (r − α)/(βr + γ)`` with
+``r = p(z | c)/p(z)`` the density ratio of positives over negatives, and its value
+``J* = E_neg[(r − α)² / (2(βr + γ))]``, a chi-square-like divergence between the joint and the
+product of marginals (``α = β = 0, γ = 1`` gives ``(χ² + 1)/2``). Inverting the optimum at the
+learned score gives a ratio estimate ``r̂ = (γf + α)/(1 − βf)`` and a mutual-information estimate
+``mean_pos(log r̂)`` (metric ``mi_rpc``), valid while ``βf < 1`` (``f* < 1/β`` always holds at
+the optimum; away from it the readout clamps ``βf ≤ 1 − ε`` and reports the clamped fraction).
+
+How ``mi_rpc`` relates to CPC's ``mi_bound``. CPC logs ``log(N+1) − L_k``, the InfoNCE lower
+bound on the information between the context and the latent k frames ahead. It holds for any
+critic, so it is also computed here on RPC's own scores (metric ``mi_bound``, no gradient), and
+both objectives' runs can share one plot. The bound can never exceed ``log(N+1)`` (4.86 nats at
+N = 128) however good the predictor. ``mi_rpc`` is not a bound but a plug-in estimate: no
+``log(N+1)`` ceiling, accurate when f is near its optimum, biased either way when it is not, and
+capped per positive by the clamp at ``log((γ(1−ε)/β + α)/ε)``. Both read the ratio against the
+negatives' distribution, i.e. the batch (by default one speaker), not the whole corpus.
+
+Coefficients: α, β ≥ 0 and γ > 0 (``βr + γ > 0`` for every ratio, else f* is unbounded).
+Scores need a scale that keeps ``βf ≪ 1``; see ``configs/objective/rpc.yaml`` for the values
+that train well here. Reused pieces: :func:`~ssl_speech.nn.heads.make_heads`,
+:func:`~ssl_speech.objectives.negatives.sample_negative_indices`,
+:func:`~ssl_speech.objectives.scores.step_scores` (one matrix product for all steps, no
+materialised candidate tensor) and :func:`~ssl_speech.objectives.scores.info_nce_log_prob`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ssl_speech.data.batch import Batch
+from ssl_speech.nn.heads import make_heads
+from ssl_speech.objectives.base import Objective, ObjectiveOutput
+from ssl_speech.objectives.negatives import check_mode, sample_negative_indices
+from ssl_speech.objectives.scores import (
+    check_features,
+    check_method,
+    count_anchors,
+    info_nce_log_prob,
+    resolve_score_scale,
+    step_scores,
+)
+
+# Smallest ratio the MI readout takes the log of (γf + α can be <= 0 far from the optimum).
+RATIO_FLOOR = 1e-6
+
+
+def check_coefficients(alpha: float, beta: float, gamma: float) -> tuple[float, float, float]:
+    """Validate RPC's α, β ≥ 0 and γ > 0 and return them as floats."""
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"RPC {name} must be a finite number >= 0, got {value!r}")
+    if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(
+            f"RPC gamma must be a finite number > 0, got {gamma!r}: with gamma = 0 the optimal "
+            "score (r - alpha)/(beta r + gamma) is unbounded as the density ratio r -> 0"
+        )
+    return float(alpha), float(beta), float(gamma)
+
+
+def relative_objective(
+    positive: Tensor, negative: Tensor, alpha: float, beta: float, gamma: float
+) -> Tensor:
+    """RPC's ``J_k`` for every step, in float32.
+
+    Args:
+        positive: ``(B, A, K)`` scores of each prediction against its positive.
+        negative: ``(B, A, K, N)`` scores against the negatives.
+        alpha, beta, gamma: the coefficients (module docstring).
+
+    Returns:
+        ``(K,)``: ``mean_{b,a}(f − β/2·f²) − mean_{b,a,n}(α·f + γ/2·f²)`` per step.
+    """
+    # Squares of bf16 scores lose half their digits: the quadratic terms run in float32.
+    positive, negative = positive.float(), negative.float()
+    joint = (positive - 0.5 * beta * positive.square()).mean(dim=(0, 1))
+    marginal = (alpha * negative + 0.5 * gamma * negative.square()).mean(dim=(0, 1, 3))
+    return joint - marginal
+
+
+def density_ratio(
+    scores: Tensor, alpha: float, beta: float, gamma: float, eps: float = 1e-3
+) -> tuple[Tensor, Tensor]:
+    """The ratio readout ``r̂ = (γf + α)/(1 − βf)``, clamped where it is not defined.
+
+    Scores are clamped to ``βf ≤ 1 − ε`` and the ratio to at least :data:`RATIO_FLOOR`.
+
+    Args:
+        scores: any shape, the scores f of positives.
+        alpha, beta, gamma: the coefficients the scores were trained with.
+        eps: margin ε of the clamp, in ``(0, 1)``.
+
+    Returns:
+        ``(ratio, clamped)``: the float32 ratio and a bool mask of the entries either clamp hit.
+    """
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    f = scores.float()
+    clamped = torch.zeros_like(f, dtype=torch.bool)
+    if beta > 0:
+        ceiling = (1 - eps) / beta
+        clamped = f > ceiling
+        f = f.clamp(max=ceiling)
+    ratio = (gamma * f + alpha) / (1 - beta * f)
+    clamped = clamped | (ratio < RATIO_FLOOR)
+    return ratio.clamp(min=RATIO_FLOOR), clamped
+
+
+class RPC(Objective):
+    """Relative predictive coding over K future steps (CPC's anchors, heads and negatives).
+
+    Args:
+        dim: latent size D of the encoder output z.
+        context_dim: context size H of c; default ``dim``.
+        num_steps: prediction steps K.
+        num_negatives: negatives N per anchor, shared by all steps.
+        alpha: weight α of the negatives' linear term (>= 0).
+        beta: weight β of the positives' quadratic term (>= 0); the MI readout needs βf < 1.
+        gamma: weight γ of the negatives' quadratic term (> 0).
+        head: prediction heads, ``"linear"`` or ``"transformer"``.
+        head_heads: attention heads of the Transformer heads.
+        head_ffn_dim: feed-forward size of the Transformer heads.
+        negatives: ``"batch"`` or ``"sequence"`` (see :mod:`ssl_speech.objectives.negatives`).
+        exclude_positive: never draw an anchor's K future frames as its negatives.
+        score_scale: multiplies ``p·z``: a number, ``"1/dim"`` (default) or ``"1/sqrt(dim)"``.
+        dropout: dropout inside the Transformer heads.
+        score_method: ``"gather"`` or ``"dense"`` (see :mod:`ssl_speech.objectives.scores`).
+        mi_clamp: margin ε of the MI readout's clamp ``βf ≤ 1 − ε``, in ``(0, 1)``.
+
+    ``forward(model, batch)`` runs ``z, c = model(batch.wav)`` with z ``(B, T, D)`` and c
+    ``(B, T, H)`` causal, and returns ``loss = −Σ_k J_k`` with metrics (per step ``k`` and
+    averaged over steps): ``acc`` (positive above every negative), ``rpc_j``, ``mi_rpc``
+    (``mean_pos log r̂``, nats), ``mi_rpc/clamped`` (fraction of positives the readout clamped),
+    ``mi_bound`` (InfoNCE bound on the same scores, nats) and ``score_pos`` / ``score_neg``
+    (mean positive and negative scores, to watch ``βf``).
+    """
+
+    def __init__(
+        self,
+        dim: int = 256,
+        context_dim: int | None = None,
+        num_steps: int = 12,
+        num_negatives: int = 128,
+        alpha: float = 0.01,
+        beta: float = 0.005,
+        gamma: float = 0.995,
+        head: str = "linear",
+        head_heads: int = 8,
+        head_ffn_dim: int = 2048,
+        negatives: str = "batch",
+        exclude_positive: bool = False,
+        score_scale: float | str | None = None,
+        dropout: float = 0.0,
+        score_method: str = "dense",
+        mi_clamp: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("dim", dim),
+            ("num_steps", num_steps),
+            ("num_negatives", num_negatives),
+        ):
+            if value < 1:
+                raise ValueError(f"RPC {name} must be >= 1, got {value}")
+        if not 0 < mi_clamp < 1:
+            raise ValueError(f"RPC mi_clamp must be in (0, 1), got {mi_clamp!r}")
+        self.alpha, self.beta, self.gamma = check_coefficients(alpha, beta, gamma)
+        self.dim = dim
+        self.context_dim = dim if context_dim is None else context_dim
+        self.num_steps = num_steps
+        self.num_negatives = num_negatives
+        self.negatives = check_mode(negatives)
+        self.exclude_positive = exclude_positive
+        self.score_scale = resolve_score_scale(score_scale, dim)
+        self.score_method = check_method(score_method)
+        self.mi_clamp = float(mi_clamp)
+        self.heads: nn.Module = make_heads(
+            head, self.context_dim, dim, num_steps, head_heads, head_ffn_dim, dropout
+        )
+
+    def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
+        z, c = model(batch.wav)
+        hop = getattr(getattr(model, "encoder", None), "hop", None)
+        return self.compute(z, c, num_samples=batch.wav.shape[-1], hop=hop)
+
+    def compute(
+        self,
+        z: Tensor,
+        c: Tensor,
+        negative_index: Tensor | None = None,
+        num_samples: int | None = None,
+        hop: int | None = None,
+    ) -> ObjectiveOutput:
+        """The loss and metrics from the model's outputs.
+
+        Args:
+            z: ``(B, T, D)`` latents.
+            c: ``(B, T, H)`` causal context.
+            negative_index: ``(B, T−K, N)`` negatives to use instead of a fresh draw.
+            num_samples: window length in samples, only to word the too-short error.
+            hop: the encoder's samples per frame, likewise.
+        """
+        check_features(z, c, self.dim, self.context_dim, type(self).__name__)
+        K = self.num_steps
+        B, T = z.shape[:2]
+        A = count_anchors(T, K, num_samples, hop)
+        if negative_index is None:
+            negative_index = sample_negative_indices(
+                B, T, self.num_negatives, A, self.negatives,
+                exclude_positive=self.exclude_positive, num_steps=K, device=z.device,
+            )
+        predictions = self.heads(c[:, :A])  # (B, A, K, D); causal heads
+        positive, negative = step_scores(  # (B, A, K), (B, A, K, N), float32
+            predictions, z, negative_index, self.score_scale, self.score_method
+        )
+        step_j = relative_objective(positive, negative, self.alpha, self.beta, self.gamma)
+        metrics = self._metrics(positive.detach(), negative.detach(), step_j.detach())
+        return ObjectiveOutput(loss=-step_j.sum(), metrics=metrics)
+
+    @torch.no_grad()
+    def _metrics(self, positive: Tensor, negative: Tensor, step_j: Tensor) -> dict[str, Tensor]:
+        K, N = positive.shape[-1], negative.shape[-1]
+        step_acc = (positive > negative.amax(-1)).float().mean(dim=(0, 1))
+        ratio, clamped = density_ratio(positive, self.alpha, self.beta, self.gamma, self.mi_clamp)
+        step_mi = ratio.log().mean(dim=(0, 1))
+        step_nce = -info_nce_log_prob(positive, negative.logsumexp(-1)).mean(dim=(0, 1))
+        metrics = {
+            "acc": step_acc.mean(),
+            "rpc_j": step_j.mean(),
+            "mi_rpc": step_mi.mean(),
+            "mi_rpc/clamped": clamped.float().mean(),
+            "mi_bound": math.log(N + 1) - step_nce.mean(),
+            "score_pos": positive.mean(),
+            "score_neg": negative.mean(),
+        }
+        for k in range(K):
+            metrics[f"acc/step_{k + 1}"] = step_acc[k]
+            metrics[f"rpc_j/step_{k + 1}"] = step_j[k]
+            metrics[f"mi_rpc/step_{k + 1}"] = step_mi[k]
+        return metrics
