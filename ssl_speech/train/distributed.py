@@ -43,8 +43,21 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
+def _export_submitit_environment() -> None:
+    """Under Hydra's submitit launcher (one SLURM task per GPU, no torchrun) the ranks come from
+    SLURM; submitit knows how to turn them into torch's ``env://`` variables."""
+    if "WORLD_SIZE" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        return
+    TorchDistributedEnvironment().export()
+
+
 def init_distributed(device: str = "auto", backend: str = "auto") -> DistributedContext:
-    """Join the process group if launched by torchrun, else return a single-process context."""
+    """Join the process group if launched by torchrun (or submitit), else a single process."""
+    _export_submitit_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

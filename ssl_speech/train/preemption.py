@@ -1,14 +1,18 @@
 """Catch the signals clusters send before preemption, so the trainer can save and exit cleanly.
 
-SLURM (``--signal=USR1@120``) and most schedulers send SIGTERM or SIGUSR1 some time before a
-kill. The handler only records the request; the trainer checks it at the next step boundary,
-agrees with the other ranks, writes a checkpoint and exits with :data:`PREEMPTED_EXIT_CODE` so
-a wrapper script can requeue the job. A second signal while saving is ignored.
+SLURM (``--signal=USR1@120``) and most schedulers send SIGTERM, SIGUSR1 or SIGUSR2 some time
+before a kill. The handler only records the request; the trainer checks it at the next step
+boundary, agrees with the other ranks, writes a checkpoint and exits with
+:data:`PREEMPTED_EXIT_CODE` so a wrapper script can requeue the job. A second signal while
+saving is ignored. When a handler was already installed before ours (e.g. submitit's, which
+requeues the job), the trainer hands the signal on to it after the checkpoint is written
+(:meth:`PreemptionHandler.pass_on`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from types import FrameType
 
@@ -16,7 +20,8 @@ from types import FrameType
 # from the shell's 128+N codes, so a requeue script can test for it.
 PREEMPTED_EXIT_CODE = 75
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# USR2 is what submitit (Hydra's SLURM launcher) asks SLURM to send.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class PreemptionHandler:
@@ -41,6 +46,18 @@ class PreemptionHandler:
             with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
+
+    def pass_on(self) -> bool:
+        """Restore the previous handler and re-send the received signal to it, if it was a
+        Python handler (not the default action). Returns whether it was passed on."""
+        if self.received is None:
+            return False
+        previous = self._previous.get(self.received)
+        if not callable(previous):
+            return False
+        self.__exit__()
+        os.kill(os.getpid(), self.received)
+        return True
 
     def __exit__(self, *exc: object) -> None:
         for sig, previous in self._previous.items():

@@ -383,6 +383,7 @@ class Trainer:
                     self.save()
                     bar.close()
                     self.logger.close()
+                    preemption.pass_on()  # e.g. to a launcher that requeues the job itself
                     raise PreemptedExit()
                 if (s.checkpoint_every and self.step % s.checkpoint_every == 0) \
                         or self.step == s.max_steps:
