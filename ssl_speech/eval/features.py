@@ -1,16 +1,31 @@
-"""Frozen features of a model for every utterance of a corpus, in memory or exported to disk.
+"""Frozen features of a corpus's utterances: one interface for the probes, ABX and export.
 
-Export layout: one ``<utt_id>.npy`` (frames × dim, float32) per utterance and a
-``features.json`` with the frame step in seconds, the layer, the checkpoint path and hash, so
-the probes and ABX can read a directory of features without the model.
+Features are read-only mappings ``utt_id -> (frames, dim)`` float32 arrays with two attributes,
+``frame_step`` (seconds per frame) and ``meta`` (what produced them), of two kinds:
+
+- :class:`ComputedFeatures`: computed from the audio on each access, by a model
+  (:func:`model_features`; layer ``encoder``, ``context`` or a named context layer
+  ``context.N``) or by a spectral baseline (:func:`baseline_features_of`: log-mel, MFCC).
+  Nothing is cached: a caller that needs an utterance twice keeps it (:func:`read_many`).
+- :class:`FeatureDir`: a directory written by :func:`export_features`: one ``<utt_id>.npy``
+  (frames × dim, float32) per utterance and ``features.json`` with the frame step in seconds,
+  the layer, the checkpoint path and its sha256, the corpus root, the dimension and the number
+  of utterances. Arrays are read lazily.
+
+Memory: utterances are processed one at a time. The model runs in chunks of ``chunk_seconds``
+(:meth:`ssl_speech.nn.model.SSLModel.extract`, recurrent state carried across chunks), so the
+activations stay bounded whatever the length; the host holds one utterance's samples and
+features, about ``4 (S + T D)`` bytes (0.6 GB for one hour of audio at 256 dimensions), and an
+export never holds more than one utterance.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +33,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssl_speech.data.audio import read_audio
-from ssl_speech.data.corpus import Corpus
+from ssl_speech.data.audio import SAMPLE_RATE, read_audio
+from ssl_speech.data.corpus import Utterance
+from ssl_speech.eval.baseline_features import log_mel_features, mfcc_features
 
 FEATURES_JSON = "features.json"
+BASELINE_KINDS = ("log_mel", "mfcc")
+DEFAULT_FRAME_STEP = 0.01  # seconds, for a directory without features.json (CPC_audio's step)
+_SHOWN = 5  # ids quoted in an error message
 
 
-@torch.no_grad()
-def extract_corpus_features(
-    model: torch.nn.Module,
-    corpus: Corpus | Iterable,
-    layer: str = "context",
-    chunk_seconds: float = 10.0,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """Features ``(frames, dim)`` float32 of each utterance, keyed by utterance id.
-
-    Utterances of any length are handled by ``SSLModel.extract`` in chunks, so memory stays
-    bounded. ``frames = num_samples // model.hop``.
-    """
-    was_training = model.training
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    out: dict[str, np.ndarray] = {}
-    utterances = list(corpus)
-    for utt in tqdm(utterances, desc=f"features ({layer})", disable=not progress):
-        wav = torch.from_numpy(read_audio(utt.path)).to(device)
-        feats = model.extract(wav, layer=layer, chunk_seconds=chunk_seconds)
-        out[utt.id] = feats.float().cpu().numpy()
-    model.train(was_training)
-    return out
+def _quote(ids: Sequence[str]) -> str:
+    shown = ", ".join(repr(u) for u in ids[:_SHOWN])
+    return shown + (f", ... ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
 
 
 def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -59,64 +57,400 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export_features(
-    model: torch.nn.Module,
-    corpus: Corpus,
-    out_dir: str | Path,
-    layer: str = "context",
-    checkpoint: str | Path | None = None,
-    chunk_seconds: float = 10.0,
-    progress: bool = True,
-) -> Path:
-    """Write one ``.npy`` per utterance and ``features.json``; returns ``out_dir``.
+def _as_frames(array: np.ndarray | torch.Tensor, utt: str) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().float().cpu().numpy()
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"features of {utt!r} must be (frames, dim), got shape {array.shape}")
+    return array
 
-    Features are computed and written one utterance at a time (never all in memory).
+
+# --------------------------------------------------------------------------------------------
+# Features computed from audio
+# --------------------------------------------------------------------------------------------
+
+
+class ComputedFeatures(Mapping[str, np.ndarray]):
+    """Features computed on access from the audio of a set of utterances.
+
+    Args:
+        compute: ``wav (S,) float32 at 16 kHz -> (T, F)`` array or tensor.
+        utterances: the utterances this mapping covers (its keys are their ids).
+        frame_step: seconds per output frame.
+        meta: what computes the features (``kind``, ``layer``, checkpoint, ...); it becomes
+            ``features.json`` on export.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[np.ndarray], np.ndarray | torch.Tensor],
+        utterances: Iterable[Utterance],
+        frame_step: float,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not frame_step > 0:
+            raise ValueError(f"frame_step must be > 0 seconds, got {frame_step}")
+        self._compute = compute
+        # The same utterance may come from two overlapping lists: ids are file stems, so equal
+        # ids are the same file.
+        self._utterances: dict[str, Utterance] = {u.id: u for u in utterances}
+        self.frame_step = float(frame_step)
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        try:
+            utt = self._utterances[utt_id]
+        except KeyError:
+            raise KeyError(f"utterance {utt_id!r} is not among the {len(self)} utterances of "
+                           f"{self.describe()}") from None
+        return _as_frames(self._compute(read_audio(utt.path)), utt_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._utterances)
+
+    def __len__(self) -> int:
+        return len(self._utterances)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._utterances
+
+    def describe(self) -> str:
+        kind = self.meta.get("kind", "computed")
+        if kind == "model":
+            return (f"checkpoint {self.meta.get('checkpoint') or '(in memory)'} "
+                    f"(layer {self.meta.get('layer')})")
+        return f"{kind} features"
+
+
+def _layer_is_valid(model: torch.nn.Module, layer: str) -> bool:
+    if layer in model.layer_names():
+        return True
+    prefix = "context.-"
+    tail = layer[len(prefix):]
+    return layer.startswith(prefix) and tail.isdigit() and 1 <= int(tail) <= len(
+        model.layer_names()) - 2
+
+
+def objective_name(config: Mapping[str, Any] | None) -> str | None:
+    """Class name of a resolved config's objective (``"CPC"``, ``"ACPC"``), if it has one."""
+    target = ((config or {}).get("objective") or {}).get("_target_")
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def run_dir_of(checkpoint: str | Path) -> Path | None:
+    """The run directory of a checkpoint file (``<run>/checkpoints/ckpt-*.pt``) or a run dir."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    return None
+
+
+def model_features(
+    model: torch.nn.Module,
+    utterances: Iterable[Utterance],
+    layer: str = "context",
+    chunk_seconds: float = 10.0,
+    checkpoint: str | Path | None = None,
+) -> ComputedFeatures:
+    """Features of ``layer`` of an ``SSLModel`` for ``utterances``, on the model's device.
+
+    Args:
+        model: an :class:`~ssl_speech.nn.model.SSLModel` (run in eval mode, no gradients).
+        layer: ``"encoder"``, ``"context"`` (the last context layer) or ``"context.N"``
+            (0-based; ``context.-1`` is the last).
+        chunk_seconds: audio per forward pass; bounds activation memory for long recordings.
+        checkpoint: the file the model comes from; defaults to ``model.checkpoint_path`` (set
+            by ``ssl_speech.load_model``). Its sha256 goes into ``meta``.
+    """
+    if not _layer_is_valid(model, layer):
+        raise ValueError(f"unknown layer {layer!r}; this model has {', '.join(model.layer_names())}"
+                         " (context.-1 counts from the last)")
+    if not chunk_seconds > 0:
+        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    checkpoint = checkpoint if checkpoint is not None else getattr(model, "checkpoint_path", None)
+    is_file = checkpoint is not None and Path(checkpoint).is_file()
+    config = getattr(model, "config", None)
+    run_dir = run_dir_of(checkpoint) if checkpoint is not None else None
+    meta = {
+        "kind": "model",
+        "layer": layer,
+        "checkpoint": str(Path(checkpoint).resolve()) if is_file else None,
+        "checkpoint_sha256": file_sha256(checkpoint) if is_file else None,
+        "step": getattr(model, "checkpoint_step", None),
+        "objective": objective_name(config),
+        "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
+    }
+
+    def compute(wav: np.ndarray) -> torch.Tensor:
+        return model.extract(torch.from_numpy(wav), layer=layer, chunk_seconds=chunk_seconds)
+
+    return ComputedFeatures(compute, utterances, model.hop / SAMPLE_RATE, meta)
+
+
+def baseline_features_of(utterances: Iterable[Utterance], kind: str = "log_mel",
+                         ) -> ComputedFeatures:
+    """Log-mel (40 bands) or MFCC (13 + deltas) features at 10 ms, frame-aligned with labels."""
+    functions = {"log_mel": log_mel_features, "mfcc": mfcc_features}
+    if kind not in functions:
+        raise ValueError(f"unknown baseline {kind!r}; choose one of {BASELINE_KINDS}")
+    return ComputedFeatures(functions[kind], utterances, DEFAULT_FRAME_STEP,
+                            {"kind": kind, "layer": None})
+
+
+# --------------------------------------------------------------------------------------------
+# Exported features
+# --------------------------------------------------------------------------------------------
+
+
+def is_feature_dir(path: str | Path) -> bool:
+    """True for a directory holding ``features.json`` or ``.npy`` files (and no checkpoints)."""
+    path = Path(path)
+    if not path.is_dir() or (path / "checkpoints").is_dir():
+        return False
+    return (path / FEATURES_JSON).is_file() or next(path.glob("*.npy"), None) is not None
+
+
+class FeatureDir(Mapping[str, np.ndarray]):
+    """A directory of exported features, read lazily: ``utt_id -> (frames, dim)`` float32.
+
+    Args:
+        path: the directory (``<utt_id>.npy`` files, optional ``features.json``).
+        frame_step: seconds per frame; ``None`` takes ``features.json``'s value, else
+            :data:`DEFAULT_FRAME_STEP`. A value that disagrees with ``features.json`` is an error.
+    """
+
+    def __init__(self, path: str | Path, frame_step: float | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"feature directory {self.path} does not exist: export "
+                                    "features first (scripts/export_features.py)")
+        self._paths = {p.stem: p for p in sorted(self.path.glob("*.npy"))}
+        if not self._paths:
+            raise ValueError(f"{self.path} holds no <utt_id>.npy files: export features there "
+                             "first (scripts/export_features.py)")
+        meta_path = self.path / FEATURES_JSON
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        recorded = self.meta.get("frame_step")
+        if frame_step is not None and recorded is not None and not math.isclose(
+                float(frame_step), float(recorded), rel_tol=1e-6):
+            raise ValueError(f"frame step {frame_step} s disagrees with {recorded} s in "
+                             f"{meta_path}: pass the features' real frame step or leave it unset")
+        step = frame_step if frame_step is not None else recorded
+        self.frame_step = float(step) if step is not None else DEFAULT_FRAME_STEP
+        if not self.frame_step > 0:
+            raise ValueError(f"frame_step must be > 0 seconds, got {self.frame_step}")
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        try:
+            path = self._paths[utt_id]
+        except KeyError:
+            raise KeyError(f"utterance {utt_id!r} has no features in {self.path}") from None
+        return _as_frames(np.load(path, allow_pickle=False), utt_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._paths
+
+    def num_frames(self, utt_id: str) -> int:
+        """Frames of one utterance, read from the ``.npy`` header only."""
+        return int(np.load(self._paths[utt_id], mmap_mode="r").shape[0])
+
+    def describe(self) -> str:
+        return f"feature directory {self.path}"
+
+
+def check_frame_step(features: FeatureDir, utterances: Iterable[Utterance],
+                     tolerance_frames: int = 2) -> int:
+    """Check that each utterance has ``num_samples / (frame_step * 16000)`` frames.
+
+    Only utterances present in both are checked (from the ``.npy`` headers, no data read).
+
+    Returns:
+        The number of utterances checked.
+
+    Raises:
+        ValueError: counts off by more than ``tolerance_frames`` (the message gives how many
+            utterances, an example and the frame step their counts imply).
+    """
+    hop = features.frame_step * SAMPLE_RATE
+    bad: list[tuple[str, int, int, float]] = []
+    checked = 0
+    for utt in utterances:
+        if utt.id not in features:
+            continue
+        checked += 1
+        frames, expected = features.num_frames(utt.id), int(utt.num_samples // hop)
+        if abs(frames - expected) > tolerance_frames:
+            bad.append((utt.id, frames, expected, utt.seconds))
+    if bad:
+        utt, frames, expected, seconds = bad[0]
+        implied = float(np.median([s / max(f, 1) for _, f, _, s in bad]))
+        raise ValueError(
+            f"frame step {features.frame_step:g} s does not match {len(bad)} of {checked} "
+            f"utterances of {features.describe()}: e.g. {utt!r} has {frames} frames for "
+            f"{seconds:.2f} s of audio ({expected} expected); the counts imply about "
+            f"{implied:.3g} s per frame. Pass the features' real frame step, or re-export them "
+            "from the audio of this corpus"
+        )
+    return checked
+
+
+def read_many(
+    features: Mapping[str, np.ndarray],
+    ids: Iterable[str],
+    what: str = "",
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """``{utt: features[utt]}`` for ``ids`` (in order), after checking that all are present.
+
+    Raises:
+        ValueError: some ids have no features; the message counts and names them.
+    """
+    ids = list(dict.fromkeys(ids))
+    missing = [u for u in ids if u not in features]
+    if missing:
+        where = features.describe() if hasattr(features, "describe") else "the features"
+        raise ValueError(
+            f"{len(missing)} of {len(ids)} utterances{' of the ' + what if what else ''} have no "
+            f"features in {where}: {_quote(missing)}. Export features for every utterance of "
+            "the lists used, or check that the lists belong to this corpus"
+        )
+    desc = f"features{' (' + what + ')' if what else ''}"
+    return {u: features[u] for u in tqdm(ids, desc=desc, disable=not progress, leave=False)}
+
+
+def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("kind", "layer", "checkpoint_sha256", "frame_step")
+    return {k: meta.get(k) for k in keys}
+
+
+def export_features(
+    features: ComputedFeatures,
+    out_dir: str | Path,
+    ids: Iterable[str] | None = None,
+    progress: bool = True,
+    reuse: bool = True,
+) -> Path:
+    """Write one ``<utt_id>.npy`` per utterance and ``features.json``; returns ``out_dir``.
+
+    Utterances are computed and written one at a time, each file atomically. ``features.json``
+    is written first with ``"complete": false`` and rewritten at the end, so an interrupted
+    export is recognised and, with ``reuse``, resumed: files of the same source (same kind,
+    layer, checkpoint hash and frame step) are kept and only missing ones computed. A directory
+    exported from another source is cleared of its ``.npy`` files first.
+
+    Args:
+        features: what to export (:func:`model_features`, :func:`baseline_features_of`).
+        out_dir: the directory (created).
+        ids: utterances to export (default: all of ``features``).
+        reuse: keep the files of a previous export of the same source.
+
+    Raises:
+        ValueError: an id ``features`` does not cover; ``out_dir`` holds ``.npy`` files that no
+            export wrote (no ``features.json``).
     """
     out_dir = Path(out_dir)
+    ids = list(dict.fromkeys(features if ids is None else ids))
+    missing = [u for u in ids if u not in features]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(ids)} utterances to export are not covered "
+                         f"by {features.describe()}: {_quote(missing)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    device = next(model.parameters()).device
-    dim = None
-    for utt in tqdm(list(corpus), desc=f"export ({layer})", disable=not progress):
-        wav = torch.from_numpy(read_audio(utt.path)).to(device)
-        with torch.no_grad():
-            feats = model.extract(wav, layer=layer, chunk_seconds=chunk_seconds)
-        array = feats.float().cpu().numpy()
-        dim = array.shape[1]
-        tmp = out_dir / f".{utt.id}.npy.tmp"
+    meta_path = out_dir / FEATURES_JSON
+    meta = {**features.meta, "frame_step": features.frame_step, "sample_rate": SAMPLE_RATE}
+    if meta_path.is_file():
+        previous = json.loads(meta_path.read_text())
+        if not (reuse and _comparable(previous) == _comparable(meta)):
+            for stale in out_dir.glob("*.npy"):
+                stale.unlink()
+    elif next(out_dir.glob("*.npy"), None) is not None:
+        raise ValueError(f"{out_dir} holds .npy files but no {FEATURES_JSON}: they were not "
+                         "written by export_features; export into an empty directory")
+    _write_json(meta_path, {**meta, "complete": False})
+    todo = [u for u in ids if not (out_dir / f"{u}.npy").is_file()]
+    desc = f"export {meta.get('layer') or meta.get('kind')}"
+    for utt in tqdm(todo, desc=desc, disable=not progress):
+        array = features[utt]
+        tmp = out_dir / f".{utt}.npy.tmp"
         with open(tmp, "wb") as f:
             np.save(f, array)
-        os.replace(tmp, out_dir / f"{utt.id}.npy")
-    meta = {
-        "frame_step": float(model.hop) / 16000,
-        "layer": layer,
-        "dim": dim,
-        "num_utterances": len(corpus),
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file()
-        else None,
-    }
-    (out_dir / FEATURES_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, out_dir / f"{utt}.npy")
+    shapes = [np.load(p, mmap_mode="r").shape for p in sorted(out_dir.glob("*.npy"))]
+    dims = sorted({shape[1] for shape in shapes})
+    if len(dims) > 1:
+        raise ValueError(f"{out_dir} holds features of several dimensions {dims}")
+    _write_json(meta_path, {**meta, "dim": dims[0] if dims else None,
+                            "num_utterances": len(shapes), "complete": True})
     return out_dir
+
+
+def _write_json(path: Path, record: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def load_feature_dir(path: str | Path, ids: Iterable[str] | None = None,
                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a directory of ``<utt_id>.npy`` files and its ``features.json`` (if present)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"feature directory {path} does not exist: export features first")
-    meta_path = path / FEATURES_JSON
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if ids is None:
-        files = sorted(path.glob("*.npy"))
-    else:
-        ids = list(ids)
-        files = [path / f"{i}.npy" for i in ids]
-        missing = [f.stem for f in files if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} of {len(ids)} utterances have no features in {path} "
-                f"(e.g. {', '.join(missing[:5])}): export features for this split"
-            )
-    return {f.stem: np.load(f).astype(np.float32, copy=False) for f in files}, meta
+    """All (or ``ids``') features of an exported directory in memory, and its ``features.json``."""
+    directory = FeatureDir(path)
+    return read_many(directory, directory if ids is None else ids), directory.meta
+
+
+def extract_corpus_features(
+    model: torch.nn.Module,
+    utterances: Iterable[Utterance],
+    layer: str = "context",
+    chunk_seconds: float = 10.0,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Features ``(frames, dim)`` float32 of each utterance in memory, keyed by utterance id."""
+    utterances = list(utterances)
+    computed = model_features(model, utterances, layer, chunk_seconds)
+    return read_many(computed, [u.id for u in utterances], what=layer, progress=progress)
+
+
+def open_features(
+    source: str | Path,
+    utterances: Callable[[], Iterable[Utterance]] | None = None,
+    layer: str = "context",
+    device: str | torch.device = "cpu",
+    chunk_seconds: float = 10.0,
+    frame_step: float | None = None,
+) -> FeatureDir | ComputedFeatures:
+    """Features from a feature directory, a checkpoint (file or run directory) or a baseline.
+
+    Args:
+        source: a directory of exported features; a checkpoint file or run directory (the
+            model is loaded onto ``device``); or ``"log_mel"`` / ``"mfcc"``.
+        utterances: called for the utterances to compute features of (checkpoint, baseline).
+        layer, chunk_seconds: for a checkpoint, see :func:`model_features`.
+        frame_step: for a feature directory, see :class:`FeatureDir`.
+    """
+    name = str(source)
+    if name not in BASELINE_KINDS:
+        if is_feature_dir(source):
+            return FeatureDir(source, frame_step)
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{source} is neither a feature directory, a checkpoint nor "
+                                    f"one of the baselines {BASELINE_KINDS}")
+        if path.is_dir() and not (path / "checkpoints").is_dir():
+            raise ValueError(f"{source} is neither a feature directory (no .npy files) nor a "
+                             "run directory (no checkpoints/)")
+    if utterances is None:
+        raise ValueError(f"computing features of {source} needs the corpus's utterances")
+    if name in BASELINE_KINDS:
+        return baseline_features_of(utterances(), name)
+    from ssl_speech import load_model
+
+    model = load_model(source, map_location=device)
+    return model_features(model, utterances(), layer, chunk_seconds)

@@ -2,7 +2,10 @@
 
 A trained model is only worth something if its frozen features beat the same architecture at
 random initialisation (a strong baseline for frame-level probes) and plain log-mel features,
-under the same linear probe on the same utterances.
+under the same linear probe on the same utterances. This is the evaluation suite's phone probe
+(:func:`ssl_speech.eval.evaluation.compare_phone_probes`) with a faster setting than the
+CPC_audio protocol: a subset of the utterances and a higher learning rate (see
+:func:`compare_with_baselines`); ``scripts/evaluate.py`` gives the full figures.
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ import sys
 import numpy as np
 import torch
 
-from ssl_speech.data.audio import read_audio
-from ssl_speech.data.corpus import Corpus
-from ssl_speech.eval.baseline_features import log_mel_features
-from ssl_speech.eval.features import extract_corpus_features
-from ssl_speech.eval.phone_probe import train_phone_probe
+from ssl_speech.data.corpus import Corpus, Utterance
+from ssl_speech.eval.evaluation import ProbeProtocol, check_labels, compare_phone_probes
+from ssl_speech.eval.features import baseline_features_of, model_features, read_many
 
 
-def _pick(corpus: Corpus, count: int, seed: int) -> list:
+def _pick(corpus: Corpus, count: int, seed: int) -> list[Utterance]:
     utterances = list(corpus)
     if count >= len(utterances):
         return utterances
@@ -28,15 +29,17 @@ def _pick(corpus: Corpus, count: int, seed: int) -> list:
     return [utterances[i] for i in sorted(order)]
 
 
-def _labels_for(utterances: list, alignments: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    missing = [u.id for u in utterances if u.id not in alignments]
-    if missing:
-        raise KeyError(f"{len(missing)} utterances have no alignment (e.g. {missing[:3]})")
-    return {u.id: alignments[u.id] for u in utterances}
+def _labels_for(utterances: list[Utterance], alignments: dict[str, np.ndarray],
+                ) -> dict[str, np.ndarray]:
+    """The frame labels of ``utterances`` (all must have some)."""
+    ids = [u.id for u in utterances]
+    check_labels(alignments, ids, "probe's utterances")
+    return {u: alignments[u] for u in ids}
 
 
-def _log_mel(utterances: list) -> dict[str, np.ndarray]:
-    return {u.id: log_mel_features(read_audio(u.path)) for u in utterances}
+def _log_mel(utterances: list[Utterance]) -> dict[str, np.ndarray]:
+    """Log-mel features of ``utterances`` in memory."""
+    return read_many(baseline_features_of(utterances, "log_mel"), [u.id for u in utterances])
 
 
 def compare_with_baselines(
@@ -53,28 +56,31 @@ def compare_with_baselines(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Probe accuracy (held-out frames) of the three feature sets; prints a table and JSON."""
+    """Probe accuracy (held-out utterances) of the three feature sets; prints a table and JSON.
+
+    Args:
+        trained, untrained: the model after training and the same architecture at its initial
+            weights.
+        train_corpus, test_corpus: where the probe's training and held-out utterances are drawn.
+        alignments: CPC_audio-format frame labels of both.
+        train_utterances, test_utterances: how many are drawn (seeded).
+        epochs, lr: the probe's schedule (Adam, batches of 1024 frames).
+    """
     train = _pick(train_corpus, train_utterances, seed)
     test = _pick(test_corpus, test_utterances, seed + 1)
-    train_labels, test_labels = _labels_for(train, alignments), _labels_for(test, alignments)
     device = next(trained.parameters()).device
     untrained = untrained.to(device)
-    frame_step = float(trained.hop) / 16000
+    both = train + test
     sources = {
-        "trained": lambda utts: extract_corpus_features(trained, utts, layer, progress=progress),
-        "untrained": lambda utts: extract_corpus_features(untrained, utts, layer,
-                                                          progress=progress),
-        "log-mel": _log_mel,
+        "trained": model_features(trained, both, layer),
+        "untrained": model_features(untrained, both, layer),
+        "log-mel": baseline_features_of(both, "log_mel"),
     }
-    steps = {"trained": frame_step, "untrained": frame_step, "log-mel": 0.01}
-    figures: dict[str, float] = {}
-    for name, features_of in sources.items():
-        results = train_phone_probe(
-            features_of(train), train_labels,
-            {"dev": (features_of(test), test_labels)},
-            frame_step=steps[name], epochs=epochs, lr=lr, seed=seed, device=device,
-        )
-        figures[name] = results["dev"].accuracy
+    results = compare_phone_probes(
+        sources, alignments, [u.id for u in train], {"dev": [u.id for u in test]},
+        ProbeProtocol(epochs=epochs, lr=lr, seed=seed), device=device, progress=progress,
+    )
+    figures = {name: by_set["dev"].accuracy for name, by_set in results.items()}
     print("\nlinear phone probe, frame accuracy on held-out utterances "
           f"({len(train)} train / {len(test)} test utterances, layer {layer}):", file=sys.stderr)
     for name, accuracy in figures.items():
