@@ -9,13 +9,17 @@ transitions into neighbouring vowels, whose noise spectrum shapes frication and 
 whose antiformant shapes nasal murmur.
 
 The language: a lexicon of random words built from syllables (onset, nucleus, coda) under
-English-like phonotactics, drawn with Zipfian frequencies (short words frequent), and utterances
-made of words and pauses. :func:`plan_utterance` turns words into timed :class:`Token` s.
+English-like phonotactics, drawn with Zipfian frequencies (short words frequent, so a few
+function-like words recur in every utterance), and grown in phonological neighbourhoods: half
+the words are a more frequent word with one segment replaced ("bit", "bat", "but"), so the same
+phone context recurs with different centre phones, as minimal pairs do in natural lexicons.
+Utterances are words and pauses. :func:`plan_utterance` turns words into timed :class:`Token` s.
 All timing is in synthesis hops of 80 samples (5 ms at 16 kHz).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
@@ -197,68 +201,179 @@ def _choose(rng: np.random.Generator, table: tuple[list[tuple[int, ...]], np.nda
     return items[int(rng.choice(len(items), p=probs))]
 
 
-def _random_word(rng: np.random.Generator) -> tuple[WordPhone, ...]:
+@dataclass(frozen=True)
+class _Syllable:
+    """A syllable of a lexical word: phone indices of its parts and its prosodic marks."""
+
+    onset: tuple[int, ...]
+    nucleus: int
+    coda: tuple[int, ...]
+    stressed: bool
+    reduced: bool
+
+
+Word = tuple[WordPhone, ...]
+# A substitution falls on a medial segment (a phone of the word on each side) this many times as
+# often as on the first or last one: medial contrasts recur in a fixed context ("b_t": "bit",
+# "bat", "but"), the minimal pairs that within-context ABX is made of.
+MEDIAL_WEIGHT = 10.0
+ZIPF_OFFSET = 2.7  # Mandelbrot's rank offset: p(rank) ~ 1 / (rank + 2.7), as fitted to English
+
+
+def _random_syllables(rng: np.random.Generator) -> tuple[_Syllable, ...]:
     n_syll = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
     stress = 0 if n_syll == 1 or rng.random() < 0.7 else int(rng.integers(n_syll))
-    phones: list[WordPhone] = []
+    syllables = []
     for s in range(n_syll):
-        u = rng.random()
-        onset = () if u < 0.15 else _choose(rng, _ONSET_TABLE)
-        nucleus = _choose(rng, _NUCLEUS_TABLE)
+        onset = () if rng.random() < 0.15 else _choose(rng, _ONSET_TABLE)
+        nucleus = _choose(rng, _NUCLEUS_TABLE)[0]
         last = s == n_syll - 1
-        u = rng.random()
-        if u < (0.35 if last else 0.6):
-            coda: tuple[int, ...] = ()
-        else:
+        coda: tuple[int, ...] = ()
+        if rng.random() >= (0.35 if last else 0.6):
             coda = _choose(rng, _CODA_TABLE)
-            if not last and len(coda) > 1:
-                coda = coda[:1]
+            if not last:
+                coda = coda[:1]  # word-medial codas are single consonants
+        reduced = s != stress and rng.random() < 0.6
+        syllables.append(_Syllable(onset, nucleus, coda, s == stress, reduced))
+    return tuple(syllables)
+
+
+def _flatten(syllables: tuple[_Syllable, ...]) -> Word:
+    phones: list[WordPhone] = []
+    for syl in syllables:
+        onset = syl.onset
         if phones and onset and phones[-1].phone == onset[0]:
             onset = onset[1:]  # no geminates across syllables
-        for p in onset:
-            phones.append(WordPhone(p, False, False))
-        phones.append(WordPhone(nucleus[0], s == stress, s != stress and rng.random() < 0.6))
-        for p in coda:
-            phones.append(WordPhone(p, False, False))
+        phones += [WordPhone(p, False, False) for p in onset]
+        phones.append(WordPhone(syl.nucleus, syl.stressed, syl.reduced))
+        phones += [WordPhone(p, False, False) for p in syl.coda]
     return tuple(phones)
 
 
-def _phone_counts(word: tuple[WordPhone, ...]) -> Counter:
+def _substitutes(
+    part: tuple[int, ...], k: int, table: tuple[list[tuple[int, ...]], np.ndarray]
+) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """Entries of a phonotactic table that differ from ``part`` in position ``k`` only."""
+    items, probs = table
+    keep = [i for i, item in enumerate(items) if len(item) == len(part) and item[k] != part[k]
+            and item[:k] + item[k + 1:] == part[:k] + part[k + 1:]]
+    return [items[i] for i in keep], probs[keep]
+
+
+def _neighbour(
+    rng: np.random.Generator, syllables: tuple[_Syllable, ...]
+) -> tuple[_Syllable, ...] | None:
+    """A phonological neighbour: one segment replaced within the phonotactics, same prosody.
+
+    Medial segments are :data:`MEDIAL_WEIGHT` times as likely to change as the first and last
+    ones. Returns ``None`` when the drawn segment has no legal substitute.
+    """
+    slots = []  # (syllable, part, position, weight)
+    n = sum(len(s.onset) + 1 + len(s.coda) for s in syllables)
+    at = 0
+    for i, syl in enumerate(syllables):
+        for part, size in (("onset", len(syl.onset)), ("nucleus", 1), ("coda", len(syl.coda))):
+            for k in range(size):
+                slots.append((i, part, k, MEDIAL_WEIGHT if 0 < at < n - 1 else 1.0))
+                at += 1
+    weights = np.array([w for *_, w in slots])
+    i, part, k, _ = slots[int(rng.choice(len(slots), p=weights / weights.sum()))]
+    syl = syllables[i]
+    if part == "nucleus":
+        old: tuple[int, ...] = (syl.nucleus,)
+        table = _NUCLEUS_TABLE
+    elif part == "onset":
+        old, table = syl.onset, _ONSET_TABLE
+    else:
+        old = syl.coda
+        table = _CODA_TABLE
+    items, probs = _substitutes(old, k, table)
+    if not items:
+        return None
+    new = items[int(rng.choice(len(items), p=probs / probs.sum()))]
+    changed = dataclasses.replace(syl, **{part: new[0] if part == "nucleus" else new})
+    return syllables[:i] + (changed,) + syllables[i + 1:]
+
+
+def _zipf(n: int) -> np.ndarray:
+    """``(n,)`` probabilities of ranks 1..n under Zipf-Mandelbrot's law."""
+    weights = 1.0 / (np.arange(1, n + 1, dtype=np.float64) + ZIPF_OFFSET)
+    return weights / weights.sum()
+
+
+def _phone_counts(word: Word) -> Counter:
     return Counter(p.phone for p in word)
 
 
+def _key(word: Word) -> tuple[int, ...]:
+    return tuple(p.phone for p in word)
+
+
 class Lexicon:
-    """Random words with Zipfian frequencies; every phone of the inventory occurs in it.
+    """Random words in phonological neighbourhoods, with Zipfian frequencies.
+
+    Words are ranked by frequency, probability ``1 / (rank + 2.7)``, and drawn rank by rank.
+    A share ``1 - neighbour_share`` are fresh words whose ranks follow their number of syllables
+    with some shuffling (short words are frequent: Zipf's law of abbreviation). The others are
+    neighbours of a more frequent word (one segment replaced within the phonotactics, as "bit",
+    "bat", "but"; medial segments favoured, see :data:`MEDIAL_WEIGHT`), the base drawn among the
+    words ranked before in proportion to their frequencies, so frequent words gather the densest
+    neighbourhoods, as in natural lexicons. Every phone of the inventory occurs in at least
+    three words.
 
     Args:
         rng: the generator the words are drawn from.
         size: number of distinct words (at least 50).
+        neighbour_share: probability that the next word is a neighbour of a more frequent one.
+
+    Attributes:
+        words: ``size`` words, most frequent first. probs: ``(size,)`` their probabilities.
     """
 
-    def __init__(self, rng: np.random.Generator, size: int = 400) -> None:
+    def __init__(
+        self, rng: np.random.Generator, size: int = 400, neighbour_share: float = 0.5
+    ) -> None:
         if size < 50:
             raise ValueError(f"lexicon size {size} is too small; use at least 50 words")
-        words: dict[tuple[int, ...], tuple[WordPhone, ...]] = {}
-        while len(words) < size:
-            word = _random_word(rng)
-            words.setdefault(tuple(p.phone for p in word), word)
-        ordered = list(words.values())
-        # Short words are frequent (Zipf's law of abbreviation), with some shuffling.
-        keys = np.array([len(w) for w in ordered]) + rng.normal(0.0, 1.5, len(ordered))
-        self.words = [ordered[i] for i in np.argsort(keys, kind="stable")]
+        if not 0.0 <= neighbour_share < 1.0:
+            raise ValueError(f"neighbour_share must lie in [0, 1), got {neighbour_share}")
+        fresh = self._fresh_words(rng, size)
+        structures: list[tuple[_Syllable, ...]] = []
+        seen: set[tuple[int, ...]] = set()
+        while len(structures) < size:
+            if structures and rng.random() < neighbour_share:
+                base = int(rng.choice(len(structures), p=_zipf(len(structures))))
+                candidate = _neighbour(rng, structures[base])
+            else:
+                candidate = fresh.pop() if fresh else _random_syllables(rng)
+            if candidate is not None and _key(_flatten(candidate)) not in seen:
+                seen.add(_key(_flatten(candidate)))
+                structures.append(candidate)
+        self.words = [_flatten(s) for s in structures]
         self._cover_inventory(rng)
-        ranks = np.arange(1, len(self.words) + 1, dtype=np.float64)
-        probs = 1.0 / (ranks + 2.7)
-        self.probs = probs / probs.sum()
+        self.probs = _zipf(len(self.words))
+
+    @staticmethod
+    def _fresh_words(rng: np.random.Generator, size: int) -> list[tuple[_Syllable, ...]]:
+        """``size`` distinct random words, ordered by syllable count with some shuffling,
+        longest first (they are popped from the end)."""
+        words: dict[tuple[int, ...], tuple[_Syllable, ...]] = {}
+        while len(words) < size:
+            syllables = _random_syllables(rng)
+            words.setdefault(_key(_flatten(syllables)), syllables)
+        ordered = list(words.values())
+        keys = np.array([len(w) for w in ordered]) + rng.normal(0.0, 1.0, len(ordered))
+        return [ordered[i] for i in np.argsort(-keys, kind="stable")]
 
     def _cover_inventory(self, rng: np.random.Generator) -> None:
         """Replace rare words so that every non-silence phone occurs at least three times."""
         counts = Counter(p.phone for w in self.words for p in w)
+        present = {_key(w) for w in self.words}
         slot = len(self.words) - 1
         for phone in range(1, len(PHONES)):
             while counts[phone] < 3:
-                word = _random_word(rng)
-                if all(p.phone != phone for p in word):
+                word = _flatten(_random_syllables(rng))
+                if all(p.phone != phone for p in word) or _key(word) in present:
                     continue
                 # replace the rarest words, but none that another phone's coverage needs
                 while any(counts[q] - k < 3 for q, k in _phone_counts(self.words[slot]).items()):
@@ -268,10 +383,11 @@ class Lexicon:
                                          "every phone three times; use more words")
                 counts.subtract(p.phone for p in self.words[slot])
                 counts.update(p.phone for p in word)
+                present.add(_key(word))
                 self.words[slot] = word
                 slot -= 1
 
-    def sample(self, rng: np.random.Generator) -> tuple[WordPhone, ...]:
+    def sample(self, rng: np.random.Generator) -> Word:
         return self.words[int(rng.choice(len(self.words), p=self.probs))]
 
 

@@ -11,15 +11,22 @@ real corpus gets, so every tool is exercised on it:
   the phone under its centre. Every utterance has a whole number of frames: the number of
   labels is ``num_samples // 160``, which equals ``ceil(num_samples / 160)`` here.
 - ``phones.txt``: line ``i`` is the name of phone ``i``; ``sil`` is 0.
-- ``splits/{train,dev,test}.txt``: utterances of the training speakers, about 80/10/10 per
-  speaker (each speaker has at least one dev and one test utterance);
-  ``splits/test_heldout_speakers.txt``: every utterance of the held-out speakers.
+- ``splits/{train,dev,test}.txt``: utterances of the training speakers; each has at least one
+  dev, one test and one train utterance. Within-speaker ABX needs minutes of one speaker (two
+  tokens of a phone and one of another in one context; ZeroSpeech's sets have several minutes
+  per speaker), so dev and test each hold about ``dev_fraction`` (``test_fraction``) of the
+  utterances, concentrated on a few *ABX speakers* that give up to ``abx_share`` of theirs,
+  every other training speaker giving one. The dev ABX speakers are the first training
+  speakers, the test ones the last, never the same. By default: 4 per split, alternately male
+  and female, each with half its utterances (about 75 s) in the split.
+  ``splits/test_heldout_speakers.txt``: every utterance of the held-out speakers (about 2.5 min
+  each by default).
 - ``abx/{dev,test,test_heldout_speakers}.item``: ZeroSpeech item files, header
-  ``#file onset offset #phone prev-phone next-phone speaker``, one line per phone token in
-  seconds, only tokens of at least 30 ms whose phone and neighbours are not silence.
-- ``corpus.json``: version, seed, spec, sample rate, speakers, utterances and seconds per
-  split, phone count, the count and total bytes of the other files (the completeness check),
-  and the generation time (the one value that varies between runs).
+  ``#file onset offset #phone prev-phone next-phone speaker``, one line per phone token of the
+  split in seconds, only tokens of at least 30 ms whose phone and neighbours are not silence.
+- ``corpus.json``: version, seed, spec, sample rate, speakers (held-out and ABX ones named),
+  utterances and seconds per split, phone count, the count and total bytes of the other files
+  (the completeness check), and the generation time (the one value that varies between runs).
 
 Determinism: every random draw comes from a numpy ``Generator`` seeded from the spec's seed and
 a stream (lexicon, speakers, plan, or the utterance index), so the bytes do not depend on the
@@ -35,6 +42,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -50,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ssl_speech.data.phonetics import PHONES, SILENCE, Lexicon, plan_utterance
+from ssl_speech.data.phonetics import PHONES, SILENCE, Lexicon, Token, plan_utterance
 from ssl_speech.data.synthesis import (
     HOP,
     SAMPLE_RATE,
@@ -74,7 +82,7 @@ __all__ = [
     "is_complete",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 LABEL_HOP = 160  # samples per label frame (10 ms)
 SPLITS = ("train", "dev", "test", "test_heldout_speakers")
 ABX_SPLITS = ("dev", "test", "test_heldout_speakers")
@@ -94,7 +102,11 @@ class SyntheticCorpusSpec:
         chapters_per_speaker: recording conditions (room, microphone, noise) per talker.
         lexicon_size: distinct words of the random language.
         min_utterance_seconds, max_utterance_seconds: range of utterance durations.
-        dev_fraction, test_fraction: share of each training speaker's utterances.
+        dev_fraction, test_fraction: about this share of the training speakers' utterances goes
+            to dev (test), concentrated on as few *ABX speakers* as ``abx_share`` allows (at
+            least 2, at most half the training speakers; the first ones for dev, the last ones
+            for test); every other training speaker gives one utterance.
+        abx_share: the largest share of an ABX speaker's utterances in its split.
     """
 
     seed: int = 0
@@ -107,6 +119,7 @@ class SyntheticCorpusSpec:
     max_utterance_seconds: float = 10.0
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
+    abx_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -135,6 +148,9 @@ class SyntheticCorpusSpec:
                 f"dev_fraction={self.dev_fraction} and test_fraction={self.test_fraction} "
                 "must lie in (0, 0.5)"
             )
+        if not 0 < self.abx_share <= 0.5:
+            raise ValueError(f"abx_share={self.abx_share} must lie in (0, 0.5]: an ABX speaker "
+                             "keeps at least half of its utterances out of its split")
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,33 @@ def _heldout(spec: SyntheticCorpusSpec) -> range:
     return range(spec.num_speakers - spec.num_heldout_speakers, spec.num_speakers)
 
 
+def _abx_speakers(spec: SyntheticCorpusSpec) -> dict[str, tuple[range, float]]:
+    """Per split, the training speakers that hold most of it and the share each gives."""
+    n = spec.num_speakers - spec.num_heldout_speakers
+    out = {}
+    for split, fraction in (("dev", spec.dev_fraction), ("test", spec.test_fraction)):
+        # the fewest speakers that each give at most abx_share; two at least for across-speaker
+        # ABX; half the training speakers at most, so dev and test ones never coincide
+        k = min(n // 2, max(2, math.ceil(fraction * n / spec.abx_share - 1e-9)))
+        share = min(spec.abx_share, fraction * n / k)
+        out[split] = (range(k) if split == "dev" else range(n - k, n), share)
+    return out
+
+
+def _split_counts(spec: SyntheticCorpusSpec, speaker: int, n: int) -> tuple[int, int]:
+    """Dev and test utterances of a training speaker with ``n >= 3`` utterances."""
+    counts = []
+    for speakers, share in _abx_speakers(spec).values():
+        counts.append(max(1, int(round(share * n))) if speaker in speakers else 1)
+    n_dev, n_test = counts
+    while n_dev + n_test > n - 1:  # at least one training utterance whatever the rounding
+        if n_dev >= n_test:
+            n_dev -= 1
+        else:
+            n_test -= 1
+    return n_dev, n_test
+
+
 def _plan(spec: SyntheticCorpusSpec) -> list[_Utterance]:
     """Every utterance: its speaker, chapter, id, target duration and split."""
     rng = _rng(spec, _STREAM_PLAN)
@@ -177,8 +220,7 @@ def _plan(spec: SyntheticCorpusSpec) -> list[_Utterance]:
         n = len(targets)
         splits = ["test_heldout_speakers"] * n
         if s not in heldout:
-            n_dev = max(1, int(round(spec.dev_fraction * n)))
-            n_test = max(1, int(round(spec.test_fraction * n)))
+            n_dev, n_test = _split_counts(spec, s, n)
             splits = ["dev"] * n_dev + ["test"] * n_test + ["train"] * (n - n_dev - n_test)
             splits = [splits[i] for i in rng.permutation(n)]
         per_chapter = -(-n // spec.chapters_per_speaker)
@@ -206,15 +248,23 @@ def _audio_path(root: Path, utt_id: str) -> Path:
     return root / speaker / chapter / f"{utt_id}.flac"
 
 
+def _utterance_tokens(
+    spec: SyntheticCorpusSpec, utt: _Utterance
+) -> tuple[list[Token], np.random.Generator]:
+    """The timed tokens of an utterance, and its generator where the synthesis takes it up."""
+    lexicon, speakers, _ = _world(spec)
+    rng = _rng(spec, _STREAM_UTTERANCE, utt.index)
+    tokens = plan_utterance(lexicon, rng, utt.target_seconds, spec.max_utterance_seconds,
+                            speakers[utt.speaker].rate)
+    return tokens, rng
+
+
 def _make_utterance(job: tuple[SyntheticCorpusSpec, _Utterance, str]) -> tuple[str, int, list]:
     """Synthesise and write one utterance; returns its id, sample count and tokens."""
     spec, utt, root = job
-    lexicon, speakers, channels = _world(spec)
-    rng = _rng(spec, _STREAM_UTTERANCE, utt.index)
-    speaker = speakers[utt.speaker]
-    tokens = plan_utterance(lexicon, rng, utt.target_seconds, spec.max_utterance_seconds,
-                            speaker.rate)
-    audio = synthesize(tokens, speaker, channels[utt.speaker][utt.chapter], rng)
+    _, speakers, channels = _world(spec)
+    tokens, rng = _utterance_tokens(spec, utt)
+    audio = synthesize(tokens, speakers[utt.speaker], channels[utt.speaker][utt.chapter], rng)
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
     path = _audio_path(Path(root), utt.utt_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,6 +364,8 @@ def _write_corpus(root: Path, spec: SyntheticCorpusSpec, workers: int, progress:
         "num_speakers": {"train": spec.num_speakers - len(heldout), "heldout": len(heldout)},
         "speakers": [_speaker_id(s) for s in range(spec.num_speakers)],
         "heldout_speakers": heldout,
+        "abx_speakers": {split: [_speaker_id(s) for s in speakers]
+                         for split, (speakers, _) in _abx_speakers(spec).items()},
         "num_utterances": {**{s: len(ids) for s, ids in by_split.items()}, "total": len(plan)},
         "durations_s": {**{s: round(seconds[s], 3) for s in SPLITS},
                         "total": round(sum(seconds.values()), 3)},
@@ -379,7 +431,7 @@ def is_complete(root: str | Path, spec: SyntheticCorpusSpec | None = None) -> bo
 def corpus_dirname(spec: SyntheticCorpusSpec) -> str:
     """Cache directory name: version, seed and size, plus a hash of any other non-default field.
 
-    ``SyntheticCorpusSpec()`` gives ``synthetic-v1-seed0-h1.0``.
+    ``SyntheticCorpusSpec()`` gives ``synthetic-v2-seed0-h1.0``.
     """
     name = f"synthetic-v{GENERATOR_VERSION}-seed{spec.seed}-h{float(spec.hours)}"
     rest = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("seed", "hours")}
@@ -468,7 +520,8 @@ def corpus_statistics(root: str | Path) -> dict:
     """Figures of a generated corpus: ``corpus.json`` plus phone frequencies and item counts.
 
     Returns a JSON-serialisable dict with ``durations_s`` and ``num_utterances`` per split,
-    speakers, ``num_phones``, ``phone_frames`` (frames per phone name, from the alignments),
+    speakers (``abx_speakers``: the ones that hold most of dev and of test), ``num_phones``,
+    ``phone_frames`` (frames per phone name, from the alignments),
     ``silence_fraction`` and ``abx_items`` per split.
     """
     root = Path(root)
@@ -492,6 +545,7 @@ def corpus_statistics(root: str | Path) -> dict:
         "sample_rate": meta["sample_rate"],
         "num_speakers": meta["num_speakers"],
         "heldout_speakers": meta["heldout_speakers"],
+        "abx_speakers": meta["abx_speakers"],
         "num_utterances": meta["num_utterances"],
         "durations_s": meta["durations_s"],
         "num_phones": meta["num_phones"],
@@ -511,7 +565,9 @@ def format_statistics(stats: dict) -> str:
         lines.append(f"  {split:<22} {count:5d} utterances {seconds / 60:8.2f} min")
     lines.append(f"  speakers: {stats['num_speakers']['train']} training, "
                  f"{stats['num_speakers']['heldout']} held out "
-                 f"({', '.join(stats['heldout_speakers'])})")
+                 f"({', '.join(stats['heldout_speakers'])}); ABX speakers of "
+                 + "; ".join(f"{split} {', '.join(ids)}"
+                             for split, ids in stats["abx_speakers"].items()))
     frames = stats["phone_frames"]
     total = max(sum(frames.values()), 1)
     ranked = sorted(frames.items(), key=lambda kv: -kv[1])

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torchaudio
 
 from ssl_speech.data import synthetic
+from ssl_speech.data.synthesis import HOP
 from ssl_speech.data.synthetic import (
     GENERATOR_VERSION,
     PHONES,
@@ -31,6 +33,7 @@ from ssl_speech.data.synthetic import (
     generate_corpus,
     is_complete,
 )
+from ssl_speech.eval.abx import abx_scores
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = SyntheticCorpusSpec(
@@ -99,6 +102,38 @@ def test_language_covers_the_inventory_and_respects_durations() -> None:
         assert tokens[-1].end % 2 == 0 and tokens[-1].end * 0.005 <= 10.0
     with pytest.raises(ValueError, match="lexicon size"):
         Lexicon(rng, size=10)
+    with pytest.raises(ValueError, match="neighbour_share"):
+        Lexicon(rng, size=60, neighbour_share=1.0)
+
+
+def _medial_minimal_pairs(words: list[tuple[int, ...]]) -> int:
+    """Pairs of words that differ in one segment with a phone of the word on each side."""
+    frames: Counter = Counter()
+    for word in words:
+        for i in range(1, len(word) - 1):
+            frames[(word[:i], word[i + 1:])] += 1
+    return sum(n * (n - 1) // 2 for n in frames.values())
+
+
+def test_lexicon_grows_in_neighbourhoods_around_frequent_words() -> None:
+    from ssl_speech.data.phonetics import INVENTORY, Lexicon
+
+    def ranked_words(share: float) -> list[tuple[int, ...]]:
+        lexicon = Lexicon(np.random.default_rng(1), size=400, neighbour_share=share)
+        assert np.all(np.diff(lexicon.probs) < 0) and lexicon.probs.sum() == pytest.approx(1.0)
+        # the 100 most frequent words carry about 70 % of the tokens
+        assert 0.6 < lexicon.probs[:100].sum() < 0.8
+        words = [tuple(p.phone for p in w) for w in lexicon.words]
+        assert len(set(words)) == 400
+        return words
+
+    # minimal pairs among frequent words make a phone context recur with other centre phones
+    with_neighbours, without = ranked_words(0.5), ranked_words(0.0)
+    assert _medial_minimal_pairs(with_neighbours[:100]) >= 30
+    assert _medial_minimal_pairs(without[:100]) <= 10
+    # frequent words are short (the law of abbreviation): mostly one syllable
+    syllables = np.array([sum(INVENTORY[p].is_vowel for p in w) for w in with_neighbours])
+    assert np.mean(syllables[:100] == 1) > 0.7 and syllables[:100].mean() < syllables[-100:].mean()
 
 
 def test_layout_splits_and_metadata(corpus: Path) -> None:
@@ -134,6 +169,8 @@ def test_layout_splits_and_metadata(corpus: Path) -> None:
     for split in ("train", "dev", "test"):
         assert not speaker_of[split] & heldout
     assert len(speaker_of["dev"]) >= 4 and len(speaker_of["test"]) >= 4
+    # 4 training speakers: the first 2 hold most of dev, the last 2 most of test
+    assert meta["abx_speakers"] == {"dev": ["1001", "1002"], "test": ["1003", "1004"]}
     assert len(splits["train"]) > len(splits["dev"]) and len(splits["train"]) > len(splits["test"])
 
 
@@ -172,6 +209,79 @@ def test_item_files_are_consistent(corpus: Path) -> None:
         assert len(speakers) >= (2 if expected else 4)
         if expected:
             assert speakers == expected
+
+
+def test_dev_and_test_concentrate_on_a_few_abx_speakers() -> None:
+    spec = SyntheticCorpusSpec()
+    plan = synthetic._plan(spec)
+    splits: dict[int, Counter] = {}
+    for utt in plan:
+        splits.setdefault(utt.speaker, Counter())[utt.split] += 1
+    # 20 training speakers: the first 4 hold dev, the last 4 test, half their utterances each
+    abx = {"dev": range(4), "test": range(16, 20)}
+    for speaker in range(20):
+        counts = splits[speaker]
+        assert min(counts["train"], counts["dev"], counts["test"]) >= 1, (speaker, counts)
+        for split, speakers in abx.items():
+            expected = sum(counts.values()) / 2 if speaker in speakers else 1
+            assert abs(counts[split] - expected) <= 0.5, (speaker, split, counts)
+    for speakers in abx.values():  # alternately male and female
+        assert sorted(s % 2 for s in speakers) == [0, 0, 1, 1]
+    totals = Counter(utt.split for utt in plan)
+    training = totals["train"] + totals["dev"] + totals["test"]
+    assert 0.1 <= totals["dev"] / training <= 0.15 and 0.1 <= totals["test"] / training <= 0.15
+    assert set(splits) - set(range(20)) == set(range(20, 24))
+    assert all(set(splits[s]) == {"test_heldout_speakers"} for s in range(20, 24))
+
+
+def _one_hot(labels: np.ndarray | list[int]) -> np.ndarray:
+    """``(frames, phones)``: frame labels as features that tell every phone from every other."""
+    return np.eye(len(PHONES), dtype=np.float32)[np.asarray(labels)]
+
+
+def _abx_groups(features: dict, items, max_size_group: int = 10) -> dict[str, tuple[int, float]]:
+    """Within- and across-speaker triplet groups of the ABX module and their error (percent)."""
+    scores = abx_scores(features, items, max_size_group=max_size_group).scores
+    return {mode: (score.num_groups, score.error) for mode, score in scores.items()}
+
+
+# 2 ABX speakers per split with about 35 s each, 2 held-out speakers with 1 min each
+ABX_SPEC = SyntheticCorpusSpec(seed=0, hours=0.1, num_speakers=6, num_heldout_speakers=2,
+                               dev_fraction=0.25, test_fraction=0.25, max_utterance_seconds=6.0)
+
+
+@pytest.mark.slow
+def test_item_files_give_within_context_abx_groups(tmp_path: Path) -> None:
+    """Within-context ABX needs, for one speaker and one (previous, next) context, two tokens of
+    a phone and one of another: minimal pairs of frequent words and minutes per speaker."""
+    root = generate_corpus(tmp_path / "abx", ABX_SPEC, workers=2, progress=False)
+    features = {utt: _one_hot(labels) for utt, labels in _alignments(root).items()}
+    # version 1 of the generator gave 4, 4 and 46 within-speaker groups (3, 17 and 68 across)
+    minimum = {"dev": (30, 60), "test": (30, 60), "test_heldout_speakers": (90, 120)}
+    for split, (within, across) in minimum.items():
+        groups = _abx_groups(features, root / "abx" / f"{split}.item")
+        assert groups["within"][0] >= within and groups["across"][0] >= across, (split, groups)
+        # the labels' own frames tell A from B in every triplet: the items match the alignments
+        assert groups["within"][1] == 0.0 and groups["across"][1] == 0.0, (split, groups)
+
+
+def test_default_corpus_item_files_give_hundreds_of_abx_groups() -> None:
+    """The item files of the 1-hour default corpus, replayed from its plan without synthesis."""
+    spec = SyntheticCorpusSpec()
+    features, items = {}, {split: [] for split in synthetic.ABX_SPLITS}
+    for utt in synthetic._plan(spec):
+        tokens, _ = synthetic._utterance_tokens(spec, utt)
+        spans = [(t.phone, t.start, t.end) for t in tokens]
+        features[utt.utt_id] = _one_hot(synthetic._frame_labels(spans, HOP * tokens[-1].end))
+        if utt.split in items:
+            lines = synthetic._item_lines(utt.utt_id, synthetic._speaker_id(utt.speaker), spans)
+            items[utt.split] += [line.split() for line in lines]
+    # version 1 gave 4 and 7 within-speaker groups on dev and test (243 and 192 across)
+    for split, lines in items.items():
+        # two tokens per group are enough to count the groups, and cheaper to score
+        groups = _abx_groups(features, lines, max_size_group=2)
+        assert groups["within"][0] >= 300 and groups["across"][0] >= 1000, (split, groups)
+        assert groups["within"][1] == 0.0 and groups["across"][1] == 0.0, (split, groups)
 
 
 def test_statistics(corpus: Path) -> None:
@@ -213,6 +323,10 @@ def test_spec_validation() -> None:
         SyntheticCorpusSpec(num_speakers=6, num_heldout_speakers=3)
     with pytest.raises(ValueError, match="utterance seconds"):
         SyntheticCorpusSpec(min_utterance_seconds=5.0, max_utterance_seconds=3.0)
+    with pytest.raises(ValueError, match="dev_fraction"):
+        SyntheticCorpusSpec(dev_fraction=0.5)
+    with pytest.raises(ValueError, match="abx_share"):
+        SyntheticCorpusSpec(abx_share=0.6)
 
 
 def test_cache_names() -> None:
