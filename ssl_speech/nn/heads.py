@@ -197,7 +197,7 @@ class TransformerHeads(nn.Module):
 
         y = torch.bmm(attn, self.attn_out_weight) + flat  # residual: every step reads c
         y = self._layer_norm(y, self.norm1_weight, self.norm1_bias)
-        hidden = torch.relu(torch.baddbmm(self.ffn_in_bias.unsqueeze(1), y, self.ffn_in_weight))
+        hidden = torch.baddbmm(self.ffn_in_bias.unsqueeze(1), y, self.ffn_in_weight).relu_()
         hidden = F.dropout(hidden, self.dropout, self.training)
         y = y + torch.baddbmm(self.ffn_out_bias.unsqueeze(1), hidden, self.ffn_out_weight)
         y = self._layer_norm(y, self.norm2_weight, self.norm2_bias)

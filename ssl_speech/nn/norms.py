@@ -52,15 +52,22 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(B, C, T)`` -> ``(B, C, T)`` float32."""
+        return self.normalize_last(x.transpose(1, 2)).transpose(1, 2)
+
+    def normalize_last(self, x: Tensor) -> Tensor:
+        """The same normalisation for channels on the last axis: ``(..., C)`` -> float32.
+
+        On a contiguous frames-major tensor (``(B, T, C)``) the fused layer-norm kernel reads
+        and writes it in place order; the ``(B, C, T)`` form costs a transposed copy each way.
+        """
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = F.layer_norm(
-                x.float().transpose(1, 2),
+            return F.layer_norm(
+                x.float(),
                 (self.num_channels,),
                 self.weight.float() * self._scale,
                 self.bias.float(),
                 self.eps * self._scale**2,
             )
-        return y.transpose(1, 2)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}, unbiased={self.unbiased}"

@@ -12,13 +12,16 @@ against two sets of latents:
 CPC_audio builds, for every step, a ``(B, 1+N, A, D)`` candidate tensor and multiplies it
 elementwise with the predictions: K copies of the negatives, all memory traffic. Here the
 ``W + N`` candidates of an anchor are gathered once and scored by all K predictions in one
-batched product ``(B·A, K, D) @ (B·A, D, W+N)`` (``method="gather"``), or the predictions are
+batched product ``(B·A, W+N, D) @ (B·A, D, K)`` (``method="gather"``), or the predictions are
 multiplied with every latent of the batch ``(B·A·K, D) @ (D, B·T)`` and the candidates' scores
 picked out by index (``method="dense"``: ``B·T / (W+N)`` times the arithmetic, no gathered
-copy of the latents). At CPC_audio's size (B = 8, T = 128, K = 12, N = 128, D = 256) the dense
-product was the faster of the two on CPU, since one large matrix product runs near peak while
-the gather is memory-bound and the batched product has only K rows per matrix; it is the
-default. Its score matrix grows as ``B²``: for large per-device batches prefer ``"gather"``.
+copy of the latents). At CPC_audio's size (B = 8, T = 128, K = 12, N = 128, D = 256, one CPU
+thread) the scores' forward and backward took about 170 ms gathered and 270 ms dense, but
+inside the full training step (about 2.6 s) the two were within measurement noise: one large
+matrix product runs near peak while the gather is memory-bound and its batched products have
+only K columns. Dense stays the default; its score matrix grows as ``B²``, so for large
+per-device batches prefer ``"gather"``.
+
 Scores come back in float32 so the log-sum-exp that follows is float32 under autocast.
 """
 
@@ -121,12 +124,17 @@ def candidate_scores(
     if index.shape[:2] != (B, A):
         raise ValueError(f"index must be ({B}, {A}, candidates), got {tuple(index.shape)}")
     flat = z.reshape(-1, D)
-    # Scaling the predictions costs B·A·K·D multiplies instead of B·A·K·C on the scores.
+    # Scale the predictions, the smallest operand: a scale inside the product (its alpha)
+    # would cost a pass over the whole (B·A, C, D) candidates' gradient in the backward.
     queries = predictions.reshape(B * A, K, D) * scale
     if method == "gather":
-        # One gather of the C candidates per anchor, shared by all K predictions.
+        # One gather of the C candidates per anchor, shared by all K predictions. Candidates
+        # on the left: the candidates' gradient then comes out of the product contiguous, as
+        # the index_add behind index_select's backward wants it (the other order costs a
+        # transposed copy of the whole (B·A, C, D) gradient).
         candidates = flat.index_select(0, index.reshape(-1)).view(B * A, C, D)
-        scores = torch.bmm(queries, candidates.transpose(1, 2)).view(B, A, K, C)
+        scores = torch.bmm(candidates, queries.transpose(1, 2))  # (B·A, C, K)
+        scores = scores.view(B, A, C, K).transpose(-1, -2)
     else:
         every = (queries.reshape(B * A * K, D) @ flat.t()).view(B, A, K, -1)
         scores = every.gather(-1, index.unsqueeze(2).expand(B, A, K, C))

@@ -1,0 +1,659 @@
+"""Throughput of the full training step and of the data pipeline.
+
+A *case* is a list of Hydra overrides (objective, encoder, context, heads, ...) on the training
+config. For each case the benchmark builds the model, objective, optimizer and schedule exactly
+as ``python -m ssl_speech.train`` does, and times the step the way the trainer runs it
+(``Trainer._forward_backward`` then ``Trainer._optimizer_step`` and the objective's post-step
+hook) on one fixed batch of random audio of the configured window, after warm-up. It reports,
+per case: milliseconds per step (median over repeats), sequences and audio seconds per second,
+peak memory (resident set size of the process on CPU, ``torch.cuda.max_memory_allocated`` on
+CUDA), the parameter count, the FLOPs of one step, and the fraction of the device's matrix
+product throughput the step achieves, that throughput measured by the benchmark itself in the
+run's precision. The data pipeline is timed alone: windows per second out of the configured
+loader (corpus, window, batch size, workers), to set against the windows per second the step
+consumes.
+
+Measuring on a shared machine: every case runs in its own process (its own memory high-water
+mark, allocator and compile state), built and warmed up once; then the repeats are interleaved
+(one repeat of every case, the matrix product probe and the data pipeline per round), so that a
+burst of load from other processes hits every side alike. Compare ratios within one run rather
+than absolute figures across runs.
+
+FLOPs are counted from the shapes of one forward and backward pass (``torch.utils.flop_counter``
+plus formulas for the CPU attention and recurrent kernels it does not know): matrix products,
+convolutions, attention and recurrent layers; elementwise work and the optimizer are not counted.
+Scores are counted in their gather form (each prediction times its own candidates: the
+arithmetic the loss needs), whichever scoring method runs, so the dense method's extra products
+never inflate the achieved fraction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    # The CPC_audio default configuration (configs/experiment/cpc_audio.yaml), and aligned CPC
+    # (K = 8, M = 12) and linear heads under the same encoder, context, negatives and optimizer.
+    "cpc_audio": {
+        "cpc_audio": ("experiment=cpc_audio",),
+        "cpc_audio-linear": ("experiment=cpc_audio", "objective.head=linear"),
+        "acpc": ("experiment=cpc_audio", "objective=acpc", "~objective.num_steps"),
+        "acpc-linear": ("experiment=cpc_audio", "objective=acpc", "~objective.num_steps",
+                        "objective.head=linear"),
+    },
+}
+PRECISIONS = ("32", "bf16", "16")
+_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+_SAMPLE_RATE = 16_000
+
+
+@dataclass
+class BenchmarkSettings:
+    """What to measure and how.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        precision: ``"32"``, ``"bf16"`` (autocast) or ``"16"`` (CUDA, with a gradient scaler).
+        batch_size: sequences per step; ``None`` keeps the config's.
+        threads: torch CPU threads in every process; ``None`` keeps torch's default.
+        compile: run the model and objective through ``torch.compile``.
+        warmup: untimed steps per case before the first repeat (compilation happens there).
+        repeats: timed rounds; the step time is the median over them.
+        steps_per_repeat: steps timed together in one repeat (their mean is the repeat's time).
+        retain_freed_memory: on Linux CPU, keep freed memory in the process instead of
+            returning it to the system (see :func:`retain_freed_memory`).
+        data: also time the data pipeline.
+        data_batches: batches the data pipeline delivers per repeat.
+        matmul_size: side of the square matrices of the throughput probe.
+        overrides: Hydra overrides applied to every case (before the case's own).
+    """
+
+    device: str = "cpu"
+    precision: str = "32"
+    batch_size: int | None = None
+    threads: int | None = None
+    compile: bool = False
+    warmup: int = 2
+    repeats: int = 5
+    steps_per_repeat: int = 1
+    retain_freed_memory: bool = False
+    data: bool = True
+    data_batches: int = 50
+    matmul_size: int = 2048
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.precision == "16" and not self.device.startswith("cuda"):
+            raise ValueError("precision=16 needs a CUDA device; use bf16 on CPU")
+        for name in ("warmup", "repeats", "steps_per_repeat", "data_batches", "matmul_size"):
+            minimum = 0 if name == "warmup" else 1
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
+        for name in ("batch_size", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
+        self.overrides = tuple(self.overrides)
+
+
+def cases_for(objectives: list[str], heads: list[str], encoders: list[str],
+              contexts: list[str]) -> dict[str, tuple[str, ...]]:
+    """Cases named ``objective-head-encoder-context`` for every combination of the choices.
+
+    ``heads`` applies to objectives whose config has a ``head`` (CPC, ACPC, RPC); others get
+    one case per encoder and context. Config group names are those of ``configs/``.
+    """
+    cases: dict[str, tuple[str, ...]] = {}
+    for objective in objectives:
+        for encoder in encoders:
+            for context in contexts:
+                base = (f"objective={objective}", f"encoder={encoder}", f"context={context}")
+                if _objective_has_head(objective):
+                    for head in heads:
+                        name = f"{objective}-{head}-{encoder}-{context}"
+                        cases[name] = (*base, f"objective.head={head}")
+                else:
+                    cases[f"{objective}-{encoder}-{context}"] = base
+    return cases
+
+
+def _objective_has_head(objective: str) -> bool:
+    from omegaconf import OmegaConf
+
+    from ssl_speech.train.__main__ import config_dir
+
+    path = os.path.join(config_dir(), "objective", f"{objective}.yaml")
+    if not os.path.isfile(path):
+        raise ValueError(f"no objective config {objective!r} in {config_dir()}/objective")
+    return "head" in OmegaConf.load(path)
+
+
+# ------------------------------------------------------------------------ host settings
+def retain_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of unmapping it (Linux only).
+
+    A training step allocates and frees the same large activation buffers every time. glibc
+    serves each large request with a fresh ``mmap`` and unmaps it on free, so every step
+    page-faults and zero-fills its activations again (measured: about 95 000 page faults per
+    forward and backward of the CPC encoder at batch 8). With ``M_MMAP_MAX = 0`` large blocks
+    come from the heap, and a huge ``M_TRIM_THRESHOLD`` keeps the heap from being returned, so
+    later steps reuse warm pages. Resident memory then stays at its high-water mark. Returns
+    whether the setting was applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: ``max_memory_allocated``; CPU: the process's peak resident set size (VmHWM)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # not on Windows; ru_maxrss is in kilobytes on Linux, bytes on macOS
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_throughput(device: torch.device | str, precision: str = "32", size: int = 2048,
+                      repeats: int = 3, min_seconds: float = 0.2) -> float:
+    """Measured FLOP/s of ``size × size`` matrix products in ``precision``: the device's
+    attainable rate for dense work. Each of ``repeats`` measurements runs back-to-back products
+    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts."""
+    device = torch.device(device)
+    dtype = _DTYPES[str(precision)]
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        _synchronize(device)
+        start, count = time.perf_counter(), 0
+        while True:
+            torch.mm(a, b)
+            count += 1
+            if count & (count - 1) == 0:  # check the clock at powers of two: few syncs
+                _synchronize(device)
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+        best = max(best, 2.0 * size**3 * count / elapsed)
+    return best
+
+
+# ------------------------------------------------------------------------ FLOP counting
+def _rnn_flops(input_shape, weight_shapes) -> int:
+    """Forward FLOPs of a recurrent layer: every 2-D weight multiplies one vector per frame
+    (input ``(T, B, I)`` or ``(B, T, I)``, or ``(frames, I)`` when packed)."""
+    frames = input_shape[0] * input_shape[1] if len(input_shape) == 3 else input_shape[0]
+    return sum(2 * frames * shape[0] * shape[1] for shape in weight_shapes if len(shape) == 2)
+
+
+def _mkldnn_rnn_flops(input_shape, w0, w1, *args, out_shape=None, **kwargs) -> int:
+    return _rnn_flops(input_shape, [w0, w1])
+
+
+def _mkldnn_rnn_backward_flops(input_shape, w0, w1, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _rnn_flops(input_shape, [w0, w1])
+
+
+def _cudnn_rnn_flops(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
+    return _rnn_flops(input_shape, weights)
+
+
+def _cudnn_rnn_backward_flops(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _rnn_flops(input_shape, weights)
+
+
+def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None,
+                                  **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _extra_flop_formulas() -> dict:
+    aten = torch.ops.aten
+    formulas = {
+        aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+        aten.mkldnn_rnn_layer: _mkldnn_rnn_flops,
+        aten.mkldnn_rnn_layer_backward: _mkldnn_rnn_backward_flops,
+    }
+    if hasattr(aten, "_cudnn_rnn"):
+        formulas[aten._cudnn_rnn] = _cudnn_rnn_flops
+        formulas[aten._cudnn_rnn_backward] = _cudnn_rnn_backward_flops
+    return formulas
+
+
+def count_step_flops(module: torch.nn.Module, batch: Any,
+                     autocast: contextlib.AbstractContextManager | None = None) -> int:
+    """FLOPs of one forward and backward pass of ``module(batch) -> (loss, metrics)``.
+
+    Counted from operand shapes (module docstring); an objective with a ``score_method`` is
+    counted with ``"gather"``. Gradients are left in the parameters' ``.grad``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    objectives = [m for m in module.modules() if hasattr(m, "score_method")]
+    saved = [m.score_method for m in objectives]
+    try:
+        for m in objectives:
+            m.score_method = "gather"
+        with FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas()) as counter:
+            with autocast or contextlib.nullcontext():
+                loss, _ = module(batch)
+            loss.float().backward()
+    finally:
+        for m, method in zip(objectives, saved):
+            m.score_method = method
+    return int(counter.get_total_flops())
+
+
+# ------------------------------------------------------------------------ one case
+@dataclass
+class _CaseSpec:
+    name: str
+    overrides: tuple[str, ...]
+    settings: BenchmarkSettings
+    run_dir: str
+
+
+def compose_case(overrides: tuple[str, ...], settings: BenchmarkSettings, run_dir: str):
+    """The resolved training config of a case (Hydra ``compose`` of ``configs/``)."""
+    from hydra import compose, initialize_config_dir
+
+    from ssl_speech.train.__main__ import config_dir
+
+    fixed = [f"run_dir={run_dir}", "run_name=benchmark", "probe.enabled=false",
+             f"trainer.device={settings.device}", f"trainer.precision={settings.precision}",
+             "trainer.progress=false", "trainer.tensorboard=false"]
+    if settings.batch_size is not None:
+        fixed.append(f"data.batch_size={settings.batch_size}")
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config",
+                       overrides=[*settings.overrides, *overrides, *fixed])
+
+
+class _StepRunner:
+    """One case's model, objective and trainer, and a fixed batch of random audio."""
+
+    def __init__(self, spec: _CaseSpec) -> None:
+        from omegaconf import OmegaConf
+
+        from ssl_speech.data.batch import Batch
+        from ssl_speech.train import build
+        from ssl_speech.train.distributed import DistributedContext, resolve_device
+        from ssl_speech.train.rng import seed_everything
+        from ssl_speech.train.trainer import Trainer, TrainerSettings
+
+        settings = spec.settings
+        cfg = compose_case(spec.overrides, settings, spec.run_dir)
+        self.cfg = cfg
+        self.device = resolve_device(settings.device)
+        seed_everything(int(cfg.seed))
+        self.model = build.build_model(cfg)
+        self.objective = build.build_objective(cfg)
+        params = [p for m in (self.model, self.objective) for p in m.parameters()
+                  if p.requires_grad]
+        optimizer, scheduler = build.build_optimizer(cfg, params, int(cfg.trainer.max_steps))
+        loop_keys = ("device", "threads", "resume")  # read by the entry point, not the loop
+        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        trainer_settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items()
+                                              if k not in loop_keys})
+        self.trainer = Trainer(self.model, self.objective, optimizer, scheduler,
+                               train_loader=None, train_sampler=None, run_dir=spec.run_dir,
+                               settings=trainer_settings,
+                               ctx=DistributedContext(device=self.device))
+        self.batch_size = int(cfg.data.batch_size)
+        self.window = int(cfg.data.window)
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        wav = 0.1 * torch.randn(self.batch_size, 1, self.window, generator=generator)
+        self.batch = Batch(wav=wav, speaker=torch.zeros(self.batch_size, dtype=torch.long))
+        if self.device.type == "cuda":
+            self.batch = self.batch.pin_memory()
+        self.parameters = sum(p.numel() for p in params)
+        self.hook = getattr(self.objective, "after_optimizer_step", None)
+        self.flops = count_step_flops(self.trainer.module, self.batch.to(self.device),
+                                      self.trainer._autocast())
+        optimizer.zero_grad(set_to_none=True)
+        if settings.compile:
+            self.trainer.wrapped = torch.compile(self.trainer.module)
+        self.trainer.module.train()
+
+    def step(self) -> None:
+        """One training step as ``Trainer.fit`` runs it (without logging and checkpoints)."""
+        trainer = self.trainer
+        loss, metrics = trainer._forward_backward([self.batch])
+        stepped = trainer._optimizer_step(loss, metrics)
+        trainer.step += 1
+        if stepped and callable(self.hook):
+            self.hook(self.model, trainer.step)
+
+    def time_steps(self, count: int) -> float:
+        """Mean seconds per step over ``count`` consecutive steps."""
+        _synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(count):
+            self.step()
+        _synchronize(self.device)
+        return (time.perf_counter() - start) / count
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.cfg
+        objective = cfg.objective
+        return {
+            "objective": str(objective._target_).rsplit(".", 1)[-1],
+            "encoder": str(cfg.encoder._target_).rsplit(".", 1)[-1],
+            "context": str(cfg.context._target_).rsplit(".", 1)[-1],
+            "head": str(objective.get("head", "")),
+            "score_method": str(objective.get("score_method", "")),
+            "optimizer": str(cfg.optim.optimizer._target_).rsplit(".", 1)[-1],
+            "fused_optimizer": bool(cfg.optim.optimizer.get("fused", False)),
+            "batch_size": self.batch_size,
+            "window": self.window,
+            "parameters": self.parameters,
+            "flops_per_step": self.flops,
+        }
+
+
+class _DataRunner:
+    """The data pipeline of a config alone: the trainer's loader over the configured corpus."""
+
+    def __init__(self, spec: _CaseSpec) -> None:
+        from ssl_speech.train import build
+
+        cfg = compose_case(spec.overrides, spec.settings, spec.run_dir)
+        source = build.resolve_data_source(cfg.data, progress=False)
+        corpus = build.load_split_corpus(source, source.train_split, str(cfg.data.on_error),
+                                         min_samples=int(cfg.data.window))
+        self.loader, self.sampler = build.build_loader(corpus, cfg.data, int(cfg.seed), 0, 1)
+        self.batches = spec.settings.data_batches
+        self.epoch = 0
+        self.iterator = self._fresh_iterator()
+        self.info = {"num_workers": int(cfg.data.num_workers), "window": int(cfg.data.window),
+                     "batch_size": int(cfg.data.batch_size),
+                     "corpus_hours": round(corpus.total_seconds / 3600, 3)}
+
+    def _fresh_iterator(self):
+        self.sampler.set_epoch(self.epoch)
+        self.epoch += 1
+        return iter(self.loader)
+
+    def windows_per_second(self) -> float:
+        windows = 0
+        start = time.perf_counter()
+        for _ in range(self.batches):
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                self.iterator = self._fresh_iterator()
+                batch = next(self.iterator)
+            windows += batch.wav.shape[0]
+        return windows / (time.perf_counter() - start)
+
+
+def _worker(conn, spec: _CaseSpec, kind: str) -> None:
+    """A case's process: build, warm up, then answer timing requests until told to finish."""
+    try:
+        settings = spec.settings
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        if settings.retain_freed_memory and not settings.device.startswith("cuda"):
+            retain_freed_memory()
+        if kind == "data":
+            runner = _DataRunner(spec)
+            runner.windows_per_second()  # warm-up: first reads, worker start-up
+            conn.send(("ready", runner.info))
+            while (message := conn.recv())[0] == "time":
+                conn.send(("time", runner.windows_per_second()))
+        else:
+            runner = _StepRunner(spec)
+            start = time.perf_counter()
+            for _ in range(settings.warmup):
+                runner.step()
+            _synchronize(runner.device)
+            info = runner.describe()
+            info["warmup_s"] = time.perf_counter() - start
+            if runner.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(runner.device)
+            conn.send(("ready", info))
+            while (message := conn.recv())[0] == "time":
+                conn.send(("time", runner.time_steps(message[1])))
+        peak = peak_memory_bytes(torch.device(settings.device))
+        conn.send(("done", {"peak_memory_bytes": peak}))
+    except Exception:  # the parent reports it with the case's name
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class _Worker:
+    def __init__(self, context, spec: _CaseSpec, kind: str) -> None:
+        self.name = spec.name
+        self.conn, child = context.Pipe()
+        # Not a daemon: a data-pipeline case may start loader workers of its own. A worker whose
+        # parent is gone sees the pipe close and exits.
+        self.process = context.Process(target=_worker, args=(child, spec, kind))
+        self.process.start()
+        child.close()
+
+    def request(self, *message) -> Any:
+        if message:
+            self.conn.send(message)
+        status, payload = self.conn.recv()
+        if status == "error":
+            raise RuntimeError(f"benchmark case {self.name!r} failed:\n{payload}")
+        return payload
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self.conn.close()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+# ------------------------------------------------------------------------ the run
+def machine_info(device: str, threads: int | None) -> dict[str, Any]:
+    """Date, versions and hardware, recorded with every result."""
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": _cpu_name(),
+        # Other processes' load skews every absolute figure on a shared machine.
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["machine"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings,
+                  log=None) -> list[dict[str, Any]]:
+    """Time every case's training step (and the data pipeline), interleaved.
+
+    Args:
+        cases: name -> Hydra overrides (see :data:`PRESETS` and :func:`cases_for`).
+        settings: what to measure.
+        log: called with a line of progress text, or ``None``.
+
+    Returns:
+        One dict per case (``kind="step"``), then one for the data pipeline (``kind="data"``)
+        and one for the matrix product probe (``kind="matmul"``); every dict is JSON-ready.
+    """
+    if not cases:
+        raise ValueError("no benchmark case given")
+    say = log or (lambda line: None)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    context = mp.get_context("spawn")
+    workers: list[_Worker] = []
+    infos: dict[str, dict[str, Any]] = {}
+    times: dict[str, list[float]] = {}
+    matmul: list[float] = []
+    data_rates: list[float] = []
+    data_info: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ssl_speech_benchmark_") as run_dir:
+        try:
+            # Built one at a time: building and warming up are heavy and must not overlap.
+            for name, overrides in cases.items():
+                say(f"building {name}: {' '.join(overrides)}")
+                worker = _Worker(context, _CaseSpec(name, tuple(overrides), settings, run_dir),
+                                 "step")
+                workers.append(worker)
+                infos[name] = worker.request()
+                times[name] = []
+            data_worker = None
+            if settings.data:
+                first = next(iter(cases.values()))
+                say("building the data pipeline")
+                data_worker = _Worker(context, _CaseSpec("data", tuple(first), settings,
+                                                         run_dir), "data")
+                workers.append(data_worker)
+                data_info = data_worker.request()
+            for round_index in range(settings.repeats):
+                matmul.append(matmul_throughput(settings.device, settings.precision,
+                                                settings.matmul_size))
+                for worker in workers:
+                    if worker is data_worker:
+                        data_rates.append(worker.request("time", None))
+                    else:
+                        times[worker.name].append(
+                            worker.request("time", settings.steps_per_repeat))
+                say(f"round {round_index + 1}/{settings.repeats}: " + ", ".join(
+                    f"{name} {1e3 * t[-1]:.0f} ms" for name, t in times.items()))
+            for worker in workers:
+                payload = worker.request("finish")
+                if worker is data_worker:
+                    data_info.update(payload)
+                else:
+                    infos[worker.name].update(payload)
+        finally:
+            for worker in workers:
+                worker.close()
+    return _results(infos, times, matmul, data_info, data_rates, settings)
+
+
+def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict[str, Any]]:
+    machine = machine_info(settings.device, settings.threads)
+    peak = statistics.median(matmul)
+    common = {"precision": settings.precision, "compile": settings.compile,
+              "retain_freed_memory": settings.retain_freed_memory, **machine}
+    rows = []
+    for name, info in infos.items():
+        step_s = statistics.median(times[name])
+        flops = info["flops_per_step"]
+        rows.append({
+            "kind": "step", "case": name, **common, **info,
+            "ms_per_step": 1e3 * step_s,
+            "ms_per_step_min": 1e3 * min(times[name]),
+            "ms_per_step_max": 1e3 * max(times[name]),
+            "repeats": len(times[name]),
+            "sequences_per_s": info["batch_size"] / step_s,
+            "audio_s_per_s": info["batch_size"] * info["window"] / _SAMPLE_RATE / step_s,
+            "peak_memory_mb": info["peak_memory_bytes"] / 2**20,
+            "memory_kind": "cuda_max_allocated" if settings.device.startswith("cuda")
+            else "rss_peak",
+            "achieved_flops": flops / step_s,
+            "matmul_flops": peak,
+            "fraction_of_matmul": flops / step_s / peak,
+        })
+    if data_rates:
+        rate = statistics.median(data_rates)
+        consumed = max((r["sequences_per_s"] for r in rows), default=float("nan"))
+        rows.append({"kind": "data", "case": "data pipeline", **common, **data_info,
+                     "windows_per_s": rate, "repeats": len(data_rates),
+                     "peak_memory_mb": data_info["peak_memory_bytes"] / 2**20,
+                     "fastest_step_sequences_per_s": consumed,
+                     "headroom": rate / consumed})
+    rows.append({"kind": "matmul", "case": "matmul probe", **common,
+                 "matmul_flops": peak, "matmul_flops_max": max(matmul),
+                 "matmul_size": settings.matmul_size, "repeats": len(matmul)})
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (steps), followed by the data pipeline and the probe."""
+    header = ("| case | objective | head | device | precision | batch | ms/step | seq/s "
+              "| audio s/s | peak MB | params M | GFLOP/step | % of matmul |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        if r["kind"] != "step":
+            continue
+        lines.append(
+            f"| {r['case']} | {r['objective']} | {r['head'] or '-'} | {r['device']} "
+            f"| {r['precision']}{' compiled' if r['compile'] else ''} | {r['batch_size']} "
+            f"| {r['ms_per_step']:.0f} | {r['sequences_per_s']:.2f} | {r['audio_s_per_s']:.1f} "
+            f"| {r['peak_memory_mb']:.0f} | {r['parameters'] / 1e6:.2f} "
+            f"| {r['flops_per_step'] / 1e9:.1f} | {100 * r['fraction_of_matmul']:.0f} |")
+    for r in rows:
+        if r["kind"] == "data":
+            lines.append("")
+            lines.append(f"Data pipeline: {r['windows_per_s']:.0f} windows/s "
+                         f"({r['num_workers']} workers, window {r['window']}), "
+                         f"{r['headroom']:.0f}x what the fastest step consumes.")
+        elif r["kind"] == "matmul":
+            lines.append("")
+            load = r.get("load_average_1min")
+            lines.append(f"Matmul probe ({r['matmul_size']}², precision {r['precision']}): "
+                         f"{r['matmul_flops'] / 1e9:.0f} GFLOP/s median. {r['date']}, torch "
+                         f"{r['torch']}, {r['threads']} threads, {r['machine']} "
+                         f"({r['device']}, {r['cpu_count']} CPUs"
+                         + (f", load average {load:.1f}" if load is not None else "") + ").")
+    return "\n".join(lines)

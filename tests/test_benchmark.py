@@ -1,0 +1,150 @@
+"""The benchmark: its FLOP count on a known case, its settings, and the script's output format.
+
+Nothing here times anything: the figures depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_speech.benchmark import (
+    PRESETS,
+    BenchmarkSettings,
+    cases_for,
+    count_step_flops,
+    markdown_table,
+)
+from ssl_speech.data.batch import Batch
+from ssl_speech.nn.context import LSTMContext
+from ssl_speech.nn.encoders import CPCEncoder
+from ssl_speech.nn.model import SSLModel
+from ssl_speech.objectives.cpc import CPC
+from ssl_speech.train.trainer import TrainModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpc_step_flops(B: int, S: int, D: int, H: int, K: int, N: int) -> int:
+    """Hand count for CPC encoder + one LSTM layer + linear heads + CPC scores.
+
+    Forward FLOPs of each product, times 3 for training (the backward computes the input's and
+    the weights' gradients, each as costly as the forward), except the first convolution,
+    whose input (the audio) needs no gradient. Scores: each prediction times its K + N
+    candidates.
+    """
+    total, length, channels = 0, S, 1
+    for kernel, stride, padding in CPCEncoder.LAYERS:
+        length = (length + 2 * padding - kernel) // stride + 1
+        forward = 2 * B * length * D * channels * kernel
+        total += forward * (2 if channels == 1 else 3)
+        channels = D
+    T = S // 160
+    A = T - K
+    total += 3 * 2 * B * T * 4 * H * (D + H)  # LSTM: 4 gates, input and recurrent weights
+    total += 3 * 2 * B * A * H * K * D  # K linear heads on the A anchors
+    total += 3 * 2 * B * A * K * (K + N) * D  # scores against the window and the negatives
+    return total
+
+
+@pytest.mark.parametrize("method", ["gather", "dense"])
+def test_flop_count_of_a_known_case(method: str) -> None:
+    torch.manual_seed(0)
+    B, S, D, H, K, N = 3, 3200, 16, 24, 4, 10
+    model = SSLModel(CPCEncoder(dim=D), LSTMContext(D, dim=H))
+    objective = CPC(dim=D, context_dim=H, num_steps=K, num_negatives=N, head="linear",
+                    score_method=method)
+    batch = Batch(wav=torch.randn(B, 1, S), speaker=torch.zeros(B, dtype=torch.long))
+    flops = count_step_flops(TrainModule(model, objective), batch)
+    # Whichever method runs, the scores count as the gather form's arithmetic.
+    assert flops == cpc_step_flops(B, S, D, H, K, N)
+    assert objective.score_method == method  # restored after counting
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError, match="precision='8'"):
+        BenchmarkSettings(precision="8")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        BenchmarkSettings(precision="16", device="cpu")
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        BenchmarkSettings(repeats=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        BenchmarkSettings(batch_size=0)
+
+
+def test_cases_and_presets() -> None:
+    cases = cases_for(["cpc", "acpc"], ["transformer", "linear"], ["cpc"], ["lstm"])
+    assert list(cases) == ["cpc-transformer-cpc-lstm", "cpc-linear-cpc-lstm",
+                           "acpc-transformer-cpc-lstm", "acpc-linear-cpc-lstm"]
+    assert cases["acpc-linear-cpc-lstm"] == ("objective=acpc", "encoder=cpc", "context=lstm",
+                                             "objective.head=linear")
+    with pytest.raises(ValueError, match="no objective config 'cpcc'"):
+        cases_for(["cpcc"], ["linear"], ["cpc"], ["lstm"])
+    assert PRESETS["cpc_audio"]["cpc_audio"] == ("experiment=cpc_audio",)
+
+
+def test_markdown_table_lists_steps_then_data_and_probe() -> None:
+    common = {"precision": "32", "compile": False, "date": "2026-01-01", "torch": "2.x",
+              "threads": 2, "machine": "cpu model", "device": "cpu", "cpu_count": 2,
+              "load_average_1min": 1.5}
+    rows = [
+        {"kind": "step", "case": "a", "objective": "CPC", "head": "linear", "batch_size": 8,
+         "ms_per_step": 1234.4, "sequences_per_s": 6.48, "audio_s_per_s": 8.3,
+         "peak_memory_mb": 900.0, "parameters": 2_630_000, "flops_per_step": 47.4e9,
+         "fraction_of_matmul": 0.5, **common},
+        {"kind": "data", "case": "data pipeline", "windows_per_s": 4000.0, "num_workers": 0,
+         "window": 20480, "headroom": 617.3, **common},
+        {"kind": "matmul", "case": "matmul probe", "matmul_size": 2048,
+         "matmul_flops": 150e9, **common},
+    ]
+    lines = markdown_table(rows).splitlines()
+    assert lines[0].startswith("| case | objective | head | device | precision | batch |")
+    assert lines[1] == "|" + "---|" * 13
+    assert lines[2] == ("| a | CPC | linear | cpu | 32 | 8 | 1234 | 6.48 | 8.3 | 900 | 2.63 "
+                        "| 47.4 | 50 |")
+    assert "4000 windows/s" in lines[4] and "617x" in lines[4]
+    assert "150 GFLOP/s" in lines[6] and "2 threads" in lines[6] and "load average 1.5" in lines[6]
+
+
+@pytest.mark.slow
+def test_script_runs_and_writes_table_and_json_lines(tiny_corpus, tmp_path) -> None:
+    B, S, D, K, N = 4, 3200, 16, 4, 16
+    overrides = ["data=librispeech", f"data.root={tiny_corpus}", "data.train_split=train",
+                 "data.num_workers=0",
+                 f"data.window={S}", f"encoder.dim={D}", f"context.dim={D}",
+                 f"objective.num_steps={K}", f"objective.num_negatives={N}"]
+    jsonl, markdown = tmp_path / "out.jsonl", tmp_path / "out.md"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--objectives", "cpc",
+               "--heads", "linear", "--batch-size", str(B), "--threads", "1", "--warmup", "1",
+               "--repeats", "2", "--data-batches", "3", "--matmul-size", "64", "--quiet",
+               "--jsonl", str(jsonl), "--markdown", str(markdown)]
+    for override in overrides:
+        command += ["--override", override]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["step", "data", "matmul"]
+    step, data, probe = rows
+    assert step["case"] == "cpc-linear-cpc-lstm"
+    assert (step["objective"], step["head"], step["batch_size"], step["window"]) == (
+        "CPC", "linear", B, S)
+    assert step["flops_per_step"] == cpc_step_flops(B, S, D, D, K, N)
+    assert step["parameters"] > 0 and step["repeats"] == 2
+    assert step["ms_per_step_min"] <= step["ms_per_step"] <= step["ms_per_step_max"]
+    assert step["sequences_per_s"] == pytest.approx(B / (step["ms_per_step"] / 1e3))
+    assert step["audio_s_per_s"] == pytest.approx(step["sequences_per_s"] * S / 16000)
+    assert step["fraction_of_matmul"] == pytest.approx(
+        step["flops_per_step"] / (step["ms_per_step"] / 1e3) / probe["matmul_flops"])
+    assert step["peak_memory_mb"] > 0 and step["memory_kind"] == "rss_peak"
+    assert data["windows_per_s"] > 0 and data["window"] == S and data["num_workers"] == 0
+    assert data["headroom"] == pytest.approx(data["windows_per_s"] / step["sequences_per_s"])
+    assert probe["matmul_flops"] > 0 and probe["threads"] == 1
+    table = markdown.read_text()
+    assert table.startswith("| case | objective |") and "| cpc-linear-cpc-lstm | CPC |" in table
+    assert table in done.stdout
