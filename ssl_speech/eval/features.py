@@ -21,7 +21,6 @@ export never holds more than one utterance.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from ssl_speech.data.audio import SAMPLE_RATE, read_audio
 from ssl_speech.data.corpus import Utterance
 from ssl_speech.eval.baseline_features import log_mel_features, mfcc_features
+from ssl_speech.train.checkpoint import file_sha256
 
 FEATURES_JSON = "features.json"
 BASELINE_KINDS = ("log_mel", "mfcc")
@@ -46,15 +46,6 @@ _SHOWN = 5  # ids quoted in an error message
 def _quote(ids: Sequence[str]) -> str:
     shown = ", ".join(repr(u) for u in ids[:_SHOWN])
     return shown + (f", ... ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _as_frames(array: np.ndarray | torch.Tensor, utt: str) -> np.ndarray:

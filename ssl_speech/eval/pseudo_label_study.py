@@ -36,6 +36,7 @@ from ssl_speech.data.corpus import Corpus, Utterance
 from ssl_speech.eval.features import extract_corpus_features
 from ssl_speech.eval.phone_probe import train_phone_probe
 from ssl_speech.eval.pseudo_labels import check_names
+from ssl_speech.eval.quick_probe import pick_utterances
 from ssl_speech.eval.utility import rank_pseudo_labels
 
 CANDIDATES = ("f0", "voicing", "rms", "spectral_centroid", "zcr", "mfcc")
@@ -174,13 +175,6 @@ def spearman(x: Sequence[float], y: Sequence[float], max_exact: int = 9,
 # --------------------------------------------------------------------------------------------
 
 
-def _pick(utterances: Sequence[Utterance], count: int, seed: int) -> list[Utterance]:
-    if count >= len(utterances):
-        return list(utterances)
-    chosen = np.random.default_rng(seed).permutation(len(utterances))[:count]
-    return [utterances[i] for i in sorted(chosen)]
-
-
 def compose_run_config(settings: StudySettings, candidate: str, run_dir: Path,
                        corpus_root: Path | None = None, extra: Sequence[str] = ()):
     """The training config of one candidate's run (Hydra's compose API)."""
@@ -266,14 +260,14 @@ def run_study(out_dir: str | Path, settings: StudySettings | None = None,
     alignments = read_alignments(source.alignments)
     train_corpus: Corpus = load_corpus(root=source.root, split="train")
     dev_corpus: Corpus = load_corpus(root=source.root, split="dev")
-    probe_train = _pick(list(train_corpus), settings.probe_train_utterances, settings.seed)
-    probe_test = _pick(list(dev_corpus), settings.probe_test_utterances, settings.seed + 1)
+    probe_train = pick_utterances(train_corpus, settings.probe_train_utterances, settings.seed)
+    probe_test = pick_utterances(dev_corpus, settings.probe_test_utterances, settings.seed + 1)
 
     log(f"utility estimates of {len(settings.candidates)} candidates on "
         f"{settings.estimate_utterances} training utterances")
     began = time.perf_counter()
     estimates = {e.name: e for e in rank_pseudo_labels(
-        _pick(list(train_corpus), settings.estimate_utterances, settings.seed + 2),
+        pick_utterances(train_corpus, settings.estimate_utterances, settings.seed + 2),
         settings.candidates, task="phone", alignments=alignments,
         max_per_class=settings.max_per_class, seed=settings.seed)}
     log(f"  done in {time.perf_counter() - began:.0f} s")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -21,15 +22,16 @@ from ssl_speech.eval.evaluation import ProbeProtocol, check_labels, compare_phon
 from ssl_speech.eval.features import baseline_features_of, model_features, read_many
 
 
-def _pick(corpus: Corpus, count: int, seed: int) -> list[Utterance]:
-    utterances = list(corpus)
+def pick_utterances(utterances: Iterable[Utterance], count: int, seed: int) -> list[Utterance]:
+    """``count`` utterances drawn without replacement (seeded), in corpus order; all if fewer."""
+    utterances = list(utterances)
     if count >= len(utterances):
         return utterances
     order = np.random.default_rng(seed).permutation(len(utterances))[:count]
     return [utterances[i] for i in sorted(order)]
 
 
-def _labels_for(utterances: list[Utterance], alignments: dict[str, np.ndarray],
+def labels_for(utterances: list[Utterance], alignments: dict[str, np.ndarray],
                 ) -> dict[str, np.ndarray]:
     """The frame labels of ``utterances`` (all must have some)."""
     ids = [u.id for u in utterances]
@@ -37,7 +39,7 @@ def _labels_for(utterances: list[Utterance], alignments: dict[str, np.ndarray],
     return {u: alignments[u] for u in ids}
 
 
-def _log_mel(utterances: list[Utterance]) -> dict[str, np.ndarray]:
+def log_mel_of(utterances: list[Utterance]) -> dict[str, np.ndarray]:
     """Log-mel features of ``utterances`` in memory."""
     return read_many(baseline_features_of(utterances, "log_mel"), [u.id for u in utterances])
 
@@ -66,8 +68,8 @@ def compare_with_baselines(
         train_utterances, test_utterances: how many are drawn (seeded).
         epochs, lr: the probe's schedule (Adam, batches of 1024 frames).
     """
-    train = _pick(train_corpus, train_utterances, seed)
-    test = _pick(test_corpus, test_utterances, seed + 1)
+    train = pick_utterances(train_corpus, train_utterances, seed)
+    test = pick_utterances(test_corpus, test_utterances, seed + 1)
     device = next(trained.parameters()).device
     untrained = untrained.to(device)
     both = train + test

@@ -31,7 +31,8 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"ckpt-{step:08d}.pt"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -62,7 +63,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         torch.save(state, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        digest = _sha256(Path(tmp))
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -85,7 +86,7 @@ def verify_checkpoint(path: str | Path) -> str | None:
     if not sidecar.is_file():
         return "no .sha256 sidecar (the write did not complete)"
     expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != expected:
         return f"content hash {actual[:12]}… does not match the recorded {expected[:12]}…"
     return None
