@@ -33,10 +33,12 @@ Loss ``λ_f L_frame + λ_p L_phone + λ_u L_utt``. A scale whose λ is 0 has no 
 parameters, so DDP sees no unused ones) and does no work; the masking and the single context
 pass are shared by all scales, so an ablation changes only the losses.
 
-Sampler: batches from one speaker (``data.sampler=samespeaker``, the default) are kept. Then
-the utterance-level negatives share the speaker, so NT-Xent cannot be solved with speaker
-identity and does not turn the features into speaker features; with ``uniform`` batches it
-could (compare the phone and speaker probes).
+Sampler: keep batches from one speaker (``data.sampler=samespeaker``, the default). The
+utterance-scale negatives then share the speaker, so speaker identity does not help NT-Xent:
+it has to tell windows apart by what they say and where they were recorded. With ``uniform``
+batches speaker identity would solve most of it and pull the features toward speaker features
+(compare the phone and speaker probes). The "utterance" here is the training window (128
+frames by default), so the crops are shorter than it.
 """
 
 from __future__ import annotations

@@ -31,8 +31,15 @@ capped per positive by the clamp at ``log((γ(1−ε)/β + α)/ε)``. Both read 
 negatives' distribution, i.e. the batch (by default one speaker), not the whole corpus.
 
 Coefficients: α, β ≥ 0 and γ > 0 (``βr + γ > 0`` for every ratio, else f* is unbounded).
-Scores need a scale that keeps ``βf ≪ 1``; see ``configs/objective/rpc.yaml`` for the values
-that train well here. Reused pieces: :func:`~ssl_speech.nn.heads.make_heads`,
+Unlike InfoNCE, J is not invariant to a shift of all scores: a constant score m is worth
+``(1 − α)m − (β + γ)m²/2``, so with the paper's α = 0.01 (MI estimation) or α = 0 (vision)
+every score is first pulled to ``(1 − α)/(β + γ) ≈ 1``, a constant mode the model was slow to
+leave here (chance accuracy after 150 steps of the default run). Our default α = 1 (with
+β = 0.005, γ = 1) centres the scores instead: ``f* = 0`` where ``r = 1``, the shift is worth
+nothing at f = 0, and the model learns from the first steps as CPC does. The default score
+scale is CPC's ``1/√D``; a scale of 1 starts with large scores that J first shrinks, and was
+about ten times slower to start. Positives' scores stay below ``1/β = 200`` at the optimum.
+Reused pieces: :func:`~ssl_speech.nn.heads.make_heads`,
 :func:`~ssl_speech.objectives.negatives.sample_negative_indices`,
 :func:`~ssl_speech.objectives.scores.step_scores` (one matrix product for all steps, no
 materialised candidate tensor) and :func:`~ssl_speech.objectives.scores.info_nce_log_prob`.
@@ -139,7 +146,7 @@ class RPC(Objective):
         head_ffn_dim: feed-forward size of the Transformer heads.
         negatives: ``"batch"`` or ``"sequence"`` (see :mod:`ssl_speech.objectives.negatives`).
         exclude_positive: never draw an anchor's K future frames as its negatives.
-        score_scale: multiplies ``p·z``: a number, ``"1/dim"`` (default) or ``"1/sqrt(dim)"``.
+        score_scale: multiplies ``p·z``: a number, ``"1/dim"`` or ``"1/sqrt(dim)"`` (default).
         dropout: dropout inside the Transformer heads.
         score_method: ``"gather"`` or ``"dense"`` (see :mod:`ssl_speech.objectives.scores`).
         mi_clamp: margin ε of the MI readout's clamp ``βf ≤ 1 − ε``, in ``(0, 1)``.
@@ -158,15 +165,15 @@ class RPC(Objective):
         context_dim: int | None = None,
         num_steps: int = 12,
         num_negatives: int = 128,
-        alpha: float = 0.01,
+        alpha: float = 1.0,
         beta: float = 0.005,
-        gamma: float = 0.995,
+        gamma: float = 1.0,
         head: str = "linear",
         head_heads: int = 8,
         head_ffn_dim: int = 2048,
         negatives: str = "batch",
         exclude_positive: bool = False,
-        score_scale: float | str | None = None,
+        score_scale: float | str | None = "1/sqrt(dim)",
         dropout: float = 0.0,
         score_method: str = "dense",
         mi_clamp: float = 1e-3,

@@ -12,7 +12,7 @@ Preset format (every key but ``runs`` is optional)::
     name: rpc_batch                  # default: the file name
     description: free text, copied above the table
     budget_seconds: 6144             # audio seconds per run (overridable from the command line)
-    base_overrides: [trainer.log_every=1, probe.enabled=false]  # for every run, before its own
+    base_overrides: [trainer.log_every=1, trainer.val_every=0]  # every run, before its own
     step_fractions:                  # config keys set to round(fraction × the run's steps)
       optim.warmup_steps: 0.1
     tail_fraction: 0.2               # the "last steps": final values and loss fluctuation
@@ -24,13 +24,14 @@ Preset format (every key but ``runs`` is optional)::
       - batch: config:data.batch_size
       - steps
       - final_loss
-    plots:                           # one row of panels each
+    plots:                           # one row of panels each, against audio seconds
       - metric: loss                 # a metric of metrics.jsonl
         panels: choice:objective     # one panel per distinct value of this spec (optional)
         smooth: 25                   # moving average over logged points (optional)
     probe:                           # keys of ProbeSettings; phone/speaker switch each probe
       speaker: true
-    baselines: [log-mel, untrained]  # extra rows probing these features (optional)
+    baselines: [log-mel, untrained]  # extra rows, probes only: log-mel features, and the first
+                                     # run's architecture at initialisation (optional)
 
 Column specs:
 
@@ -38,9 +39,9 @@ Column specs:
   ``wall_seconds``: training time;
 - ``final_loss``: mean training loss over the last ``tail_fraction`` of the logged steps;
 - ``loss_cv``: coefficient of variation of the loss over those steps, ``std/|mean|``, with the
-  std taken about a least-squares line so a still-falling loss does not count as noise
-  (scale-free, so objectives whose losses differ in scale compare; meaningless when the mean is
-  near zero, which ``loss_rel_std`` avoids);
+  std taken about a least-squares line so a still-falling loss does not count as noise. It is
+  free of the loss's scale but not of its offset (CPC's loss sits near ``K·log(N+1)``) and is
+  meaningless when the mean is near zero; ``loss_rel_std`` avoids both;
 - ``loss_rel_std``: that same detrended std divided by the loss's total decrease (the mean of
   the first ``tail_fraction`` of the logged steps minus ``final_loss``): the noise in units of
   the progress made;
@@ -53,8 +54,10 @@ Column specs:
 The noise measures depend on how often the loss is logged; presets log every step
 (``trainer.log_every=1``). Steps are ``round(budget / (batch_size × accumulate × window /
 16000))`` for one process. A run whose directory already holds a ``summary.json`` made with the
-same overrides is not trained again (delete the directory to redo it); an interrupted run resumes
-from its last checkpoint; a directory made with other overrides is an error, never reused.
+same overrides is not trained again (delete the directory to redo it); an interrupted run
+resumes from its last checkpoint; a directory made with other overrides is an error, never
+reused. Runs are trained by :func:`ssl_speech.train.__main__.run` on configs composed with
+Hydra's compose API, exactly as ``python -m ssl_speech.train <overrides>`` would build them.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ssl_speech.data.corpus import Utterance
 from ssl_speech.train import build
 from ssl_speech.train.metrics_log import read_metrics
 
@@ -279,7 +283,7 @@ def plan_run(preset: Preset, spec: RunSpec, out_dir: Path) -> tuple[list[str], i
 # ------------------------------------------------------------------------------- probes
 def probe_data(cfg: DictConfig, settings: ProbeSettings) -> dict[str, Any]:
     """The probe's utterances and labels, picked as the end-of-training quick probe picks them."""
-    from ssl_speech.eval.quick_probe import _labels_for, _pick
+    from ssl_speech.eval.quick_probe import labels_for, pick_utterances
 
     source = build.resolve_data_source(cfg.data, progress=False)
     alignments = build.read_labels(source)
@@ -287,20 +291,23 @@ def probe_data(cfg: DictConfig, settings: ProbeSettings) -> dict[str, Any]:
     test_corpus = build.load_split_corpus(source, source.dev_split or source.train_split,
                                           "skip", 0)
     seed = int(cfg.seed)
-    train = _pick(train_corpus, settings.train_utterances, seed)
-    test = _pick(test_corpus, settings.test_utterances, seed + 1)
+    train = pick_utterances(train_corpus, settings.train_utterances, seed)
+    test = pick_utterances(test_corpus, settings.test_utterances, seed + 1)
     data: dict[str, Any] = {"train": train, "test": test, "seed": seed}
     if settings.phone:
         if alignments is None:
             raise ValueError("the phone probe needs phone alignments (data.alignments); set "
                              "probe.phone: false in the preset for a corpus without them")
-        data["train_labels"] = _labels_for(train, alignments)
-        data["test_labels"] = _labels_for(test, alignments)
+        data["train_labels"] = labels_for(train, alignments)
+        data["test_labels"] = labels_for(test, alignments)
     return data
 
 
 def probe_features(
-    features_of: Any, frame_step: float, data: dict[str, Any], settings: ProbeSettings,
+    features_of: Callable[[list[Utterance]], dict[str, np.ndarray]],
+    frame_step: float,
+    data: dict[str, Any],
+    settings: ProbeSettings,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Phone and speaker probe accuracies of one feature source.
@@ -350,11 +357,11 @@ def probe_model(model: torch.nn.Module, data: dict[str, Any],
 def probe_baseline(kind: str, cfg: DictConfig, data: dict[str, Any],
                    settings: ProbeSettings) -> dict[str, float]:
     """Probe log-mel features or the run's architecture at initialisation (seed ``cfg.seed``)."""
-    from ssl_speech.eval.quick_probe import _log_mel
+    from ssl_speech.eval.quick_probe import log_mel_of
     from ssl_speech.train.rng import seed_everything
 
     if kind == "log-mel":
-        return probe_features(_log_mel, 0.01, data, settings)
+        return probe_features(log_mel_of, 0.01, data, settings)
     if kind == "untrained":
         seed_everything(int(cfg.seed))
         return probe_model(build.build_model(cfg), data, settings)
@@ -566,9 +573,30 @@ def train_and_probe(preset: Preset, spec: RunSpec, out_dir: Path) -> dict[str, A
     return row
 
 
+def baseline_rows(preset: Preset, spec: RunSpec, out_dir: Path) -> list[dict[str, Any]]:
+    """Probe the preset's baselines on the data (and architecture) of ``spec``, cached."""
+    overrides = plan_run(preset, spec, out_dir)[0]
+    cfg = None
+    rows = []
+    for kind in preset.baselines:
+        cached = out_dir / f"baseline-{kind}.json"
+        key = {"overrides": overrides, "probe": asdict(preset.probe)}
+        if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
+            rows.append(json.loads(cached.read_text())["row"])
+            continue
+        if cfg is None:
+            cfg, _ = compose_run(overrides)
+            data = probe_data(cfg, preset.probe)
+        _log(f"probing the {kind} baseline")
+        row = {"run": kind, **probe_baseline(kind, cfg, data, preset.probe)}
+        cached.write_text(json.dumps({"key": key, "row": _jsonable(row)}, indent=1) + "\n")
+        rows.append(row)
+    return rows
+
+
 def run_preset(
     preset: Preset, out_dir: str | Path, max_runs: int | None = None,
-    budget_seconds: float | None = None,
+    budget_seconds: float | None = None, extra_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train, probe and tabulate the preset's runs one after another.
 
@@ -578,27 +606,25 @@ def run_preset(
             go.
         max_runs: only the first ``max_runs`` runs (all by default).
         budget_seconds: overrides the preset's audio seconds per run.
+        extra_overrides: appended to every run's base overrides (e.g. ``trainer.threads=1``).
 
     Returns:
         ``{"table": path, "plot": path, "summary": path, "rows": [...]}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if budget_seconds is not None:
-        if not budget_seconds > 0:
-            raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
-        preset.budget_seconds = float(budget_seconds)
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
+    preset = replace(
+        preset, base_overrides=[*preset.base_overrides, *extra_overrides],
+        budget_seconds=preset.budget_seconds if budget_seconds is None else float(budget_seconds),
+    )
     if max_runs is not None and max_runs < 1:
         raise ValueError(f"max_runs must be >= 1, got {max_runs}")
     specs = preset.runs[:max_runs] if max_runs else preset.runs
     rows = [train_and_probe(preset, spec, out_dir) for spec in specs]
     if preset.baselines and (preset.probe.phone or preset.probe.speaker):
-        cfg, choices = compose_run(plan_run(preset, specs[0], out_dir)[0])
-        data = probe_data(cfg, preset.probe)
-        for kind in preset.baselines:
-            _log(f"probing the {kind} baseline")
-            rows.append({"run": kind, "choices": {}, "config": {},
-                         **probe_baseline(kind, cfg, data, preset.probe)})
+        rows += baseline_rows(preset, specs[0], out_dir)
     table = markdown_table(rows, preset.columns)
     header = f"# {preset.name}: {preset.budget_seconds:g} audio seconds per run\n\n"
     if preset.description:

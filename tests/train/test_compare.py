@@ -1,0 +1,174 @@
+"""Comparison presets: parsing, planning, statistics, and two short runs end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from ssl_speech.train.compare import (
+    load_preset,
+    loss_statistics,
+    markdown_table,
+    parse_preset,
+    plan_run,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def minimal(**extra) -> dict:
+    return {"budget_seconds": 10, "runs": [{"name": "a", "overrides": ["objective=cpc"]}],
+            **extra}
+
+
+def test_shipped_rpc_batch_preset_plans_equal_audio_per_run(tmp_path):
+    preset = load_preset("rpc_batch")
+    assert [r.name for r in preset.runs] == ["cpc-b4", "cpc-b8", "cpc-b16",
+                                             "rpc-b4", "rpc-b8", "rpc-b16"]
+    seconds = set()
+    for spec, expected_steps in zip(preset.runs, [1200, 600, 300] * 2):
+        overrides, steps, per_step = plan_run(preset, spec, tmp_path)
+        assert steps == expected_steps
+        seconds.add(steps * per_step)
+        assert f"trainer.max_steps={steps}" in overrides
+        assert f"optim.warmup_steps={round(0.1 * steps)}" in overrides
+        assert f"run_dir={tmp_path / spec.name}" in overrides
+    assert seconds == {6144.0}
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"budget_seconds": 10}, "has no runs"),
+    (minimal(budget_seconds=0), "budget_seconds must be > 0"),
+    (minimal(runs=[{"name": "a"}, {"name": "a"}]), r"repeated \['a'\]"),
+    (minimal(runs=[{"name": "x/y"}]), "cannot be directory names"),
+    (minimal(runs=[{"name": "a", "override": []}]), r"unknown keys \['override'\]"),
+    (minimal(colums=["run"]), r"unknown keys \['colums'\]"),
+    (minimal(columns=["loss_variance"]), "unknown column spec 'loss_variance'"),
+    (minimal(columns=["metric:"]), "unknown column spec 'metric:'"),
+    (minimal(tail_fraction=0.9), "tail_fraction must be in"),
+    (minimal(step_fractions={"optim.warmup_steps": 2}), "is not in"),
+    (minimal(plots=[{"metric": "loss", "colour": "red"}]), "a plot is"),
+    (minimal(probe={"epoch": 3}), r"unknown probe keys \['epoch'\]"),
+    (minimal(probe={"epochs": 0}), "probe.epochs must be >= 1"),
+    (minimal(baselines=["mfcc"]), "baselines"),
+])
+def test_bad_presets_are_rejected_with_the_reason(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_preset(raw, "test")
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="rpc_batch"):
+        load_preset("no_such_preset")
+
+
+def test_loss_statistics_detrend_and_normalise():
+    steps = np.arange(1.0, 101.0)
+    line = 10.0 - 0.05 * steps  # 9.95 -> 5.0
+    stats = loss_statistics(steps, line, 0.2)
+    assert stats["final_loss"] == pytest.approx(line[-20:].mean())
+    assert stats["loss_cv"] == pytest.approx(0.0, abs=1e-9)  # a trend is not noise
+    noise = np.tile([0.1, -0.1], 50)
+    stats = loss_statistics(steps, line + noise, 0.2)
+    detrended_std = np.std(noise[-20:] - np.polyval(np.polyfit(steps[-20:], noise[-20:], 1),
+                                                    steps[-20:]), ddof=2)
+    assert stats["loss_cv"] == pytest.approx(detrended_std / abs(stats["final_loss"]))
+    drop = (line + noise)[:20].mean() - stats["final_loss"]
+    assert stats["loss_rel_std"] == pytest.approx(detrended_std / drop)
+    # Negative losses (RPC) normalise by the magnitude.
+    negative = loss_statistics(steps, -(line + noise), 0.2)
+    assert negative["loss_cv"] == pytest.approx(stats["loss_cv"])
+    assert negative["loss_rel_std"] == math.inf  # it rose: no progress to normalise by
+    assert math.isnan(loss_statistics(np.zeros(0), np.zeros(0), 0.2)["final_loss"])
+
+
+def test_markdown_table_reads_columns_of_every_kind():
+    rows = [{"run": "a", "steps": 12, "final_loss": 1.23456, "metrics": {"acc": 0.5},
+             "choices": {"objective": "rpc"}, "config": {"data": {"batch_size": 4}},
+             "loss_cv": math.inf}]
+    columns = [("run", "run"), ("obj", "choice:objective"), ("batch", "config:data.batch_size"),
+               ("steps", "steps"), ("loss", "final_loss"), ("acc", "metric:acc"),
+               ("cv", "loss_cv"), ("phone", "probe_phone")]
+    table = markdown_table(rows, columns)
+    assert table.splitlines() == ["| run | obj | batch | steps | loss | acc | cv | phone |",
+                                  "|---|---|---|---|---|---|---|---|",
+                                  "| a | rpc | 4 | 12 | 1.235 | 0.5 | ∞ | – |"]
+
+
+def tiny_preset(root: Path, path: Path) -> Path:
+    data = [
+        "data=librispeech", f"data.root={root}", f"data.alignments={root}/alignments.txt",
+        "data.train_split=train", "data.dev_split=dev", "data.window=3200",
+        "data.num_workers=0", "encoder.dim=32", "context.dim=32", "trainer.device=cpu",
+        "trainer.log_every=1", "trainer.val_every=0", "trainer.checkpoint_every=0",
+        "trainer.progress=false", "trainer.tensorboard=false",
+    ]
+    preset = {
+        "name": "tiny",
+        "description": "two short runs",
+        "budget_seconds": 4.8,  # 0.2 s windows: 6 steps at batch 4, 3 at batch 8
+        "base_overrides": data,
+        "step_fractions": {"optim.warmup_steps": 0.5},
+        "runs": [
+            {"name": "cpc", "overrides": ["objective=cpc", "data.batch_size=4",
+                                          "objective.num_steps=4", "objective.num_negatives=16"]},
+            {"name": "rpc", "overrides": ["objective=rpc", "data.batch_size=8",
+                                          "objective.num_steps=4", "objective.num_negatives=16"]},
+        ],
+        "columns": ["run", {"objective": "choice:objective"},
+                    {"batch": "config:data.batch_size"}, "steps", "final_loss", "loss_cv",
+                    "probe_phone", "probe_speaker", {"mi": "metric:mi_bound"}],
+        "plots": [{"metric": "loss", "panels": "choice:objective", "smooth": 2},
+                  {"metric": "mi_bound"}],
+        "probe": {"train_utterances": 24, "test_utterances": 8, "epochs": 2,
+                  "speaker_epochs": 5},
+        "baselines": ["log-mel"],
+    }
+    OmegaConf.save(OmegaConf.create(preset), path)
+    return path
+
+
+@pytest.mark.slow
+def test_two_short_runs_write_table_plot_and_json_line(tiny_corpus, tmp_path, capsys):
+    preset = tiny_preset(tiny_corpus, tmp_path / "tiny.yaml")
+    out = tmp_path / "out"
+    main = runpy.run_path(str(REPO / "scripts" / "compare.py"))["main"]
+    figures = main([str(preset), "--out", str(out)])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == json.loads(json.dumps(figures))
+
+    rows = figures["rows"]
+    assert [r["run"] for r in rows] == ["cpc", "rpc", "log-mel"]
+    assert [r["objective"] for r in rows] == ["cpc", "rpc", None]
+    assert [r["batch"] for r in rows] == [4, 8, None]
+    assert [r["steps"] for r in rows[:2]] == [6, 3]
+    for row in rows:
+        assert 0 <= row["probe_phone"] <= 1 and 0 <= row["probe_speaker"] <= 1
+    for row in rows[:2]:
+        assert math.isfinite(row["final_loss"]) and row["mi"] is not None
+
+    table = (out / "table.md").read_text()
+    assert table.startswith("# tiny: 4.8 audio seconds per run\n\ntwo short runs\n")
+    assert table.count("\n| ") == 4  # header and three rows
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    logged = (out / "rpc" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in logged]
+    assert steps == [1, 2, 3]
+
+    # A second call reuses the finished runs instead of training them again.
+    finished = [out / "cpc" / "metrics.jsonl", out / "baseline-log-mel.json"]
+    before = [path.stat().st_mtime_ns for path in finished]
+    again = main([str(preset), "--out", str(out), "--max-runs", "1"])
+    assert [path.stat().st_mtime_ns for path in finished] == before
+    assert [r["run"] for r in again["rows"]] == ["cpc", "log-mel"]
+    assert again["rows"][0]["final_loss"] == rows[0]["final_loss"]
+    # A different budget in the same directory is refused, not silently mixed.
+    with pytest.raises(ValueError, match="holds a run with other overrides"):
+        main([str(preset), "--out", str(out), "--max-runs", "1", "--budget-seconds", "9.6"])
