@@ -2,10 +2,10 @@
 
 Each optimizer step is ``accumulate`` micro-batches (gradient sync only on the last one under
 DDP), autocast in the configured precision, an fp16 gradient scaler where needed, clipping, a
-non-finite guard, the optimizer and schedule, the objective's post-step hook, then logging,
-validation and checkpoints at their intervals. The trainer knows nothing of a particular
-objective: it optimises ``model`` and ``objective`` parameters together and averages whatever
-metrics the objective returns.
+non-finite guard, the optimizer and schedule, the objective's post-step hook, then collapse
+diagnostics, logging, validation and checkpoints at their intervals. The trainer knows nothing
+of a particular objective: it optimises ``model`` and ``objective`` parameters together and
+averages whatever metrics the objective returns.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ssl_speech.data.batch import Batch
+from ssl_speech.diagnostics import CollapseThresholds, FrameBuffer, collapse_metrics
 from ssl_speech.train import checkpoint as ckpt
 from ssl_speech.train.distributed import DistributedContext, all_reduce_mean, any_rank, barrier
 from ssl_speech.train.metrics_log import MetricsLogger
@@ -62,6 +63,10 @@ class TrainerSettings:
     find_unused_parameters: bool = False
     progress: bool = True
     tensorboard: bool = True
+    diagnostics_every: int = 0  # collapse metrics every N steps (0: off)
+    diagnostics_steps: int = 4  # ... on the frames of the last steps up to then
+    diagnostics_frames: int = 4096  # ... at most this many frames per feature
+    collapse: Any = None  # CollapseThresholds or its mapping
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -72,6 +77,16 @@ class TrainerSettings:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.grad_clip < 0:
             raise ValueError(f"trainer.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if self.diagnostics_every < 0:
+            raise ValueError(f"trainer.diagnostics_every must be >= 0 (0 disables), got "
+                             f"{self.diagnostics_every}")
+        for name in ("diagnostics_steps", "diagnostics_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        self.collapse = CollapseThresholds.from_mapping(self.collapse)
+        if self.collapse.enabled and not self.diagnostics_every:
+            raise ValueError("trainer.collapse thresholds need the diagnostics: set "
+                             "trainer.diagnostics_every > 0")
 
 
 class TrainModule(nn.Module):
@@ -142,6 +157,8 @@ class Trainer:
             )
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.logger: MetricsLogger | None = None
+        self._diag_frames = FrameBuffer(settings.diagnostics_frames)
+        self._diag_batches: list[Batch] = []
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -355,14 +372,15 @@ class Trainer:
                 hook = getattr(self.objective, "after_optimizer_step", None)
                 if stepped and callable(hook):
                     hook(self.model, self.step)
+                diagnostics = self._maybe_diagnose(micro)
                 metrics["loss"] = loss
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0) + value
                 count += 1
                 audio_since_tick += sum(b.wav.shape[0] for b in micro) * window_seconds
                 bar.update(1)
-                if self.step % s.log_every == 0 or self.step == s.max_steps:
-                    last = self._reduce(sums, count)
+                if diagnostics or self.step % s.log_every == 0 or self.step == s.max_steps:
+                    last = {**self._reduce(sums, count), **diagnostics}
                     elapsed = time.perf_counter() - tick
                     last["audio_s_per_s"] = audio_since_tick * self.ctx.world_size / elapsed
                     last["lr"] = self.scheduler.get_last_lr()[0]
@@ -391,6 +409,60 @@ class Trainer:
         bar.close()
         self.logger.close()
         return last
+
+    def _maybe_diagnose(self, micro: list[Batch]) -> dict[str, float]:
+        """Collapse metrics (``diag/...``) every ``diagnostics_every`` steps; raises on collapse.
+
+        Frames are gathered over the last ``diagnostics_steps`` steps up to each diagnosis:
+        the objective's ``diagnostic_features()`` if it has them (references, no copy), else
+        the batches, whose ``z`` and ``c`` the model computes at the diagnosis (eval mode, no
+        gradient). Only the diagnosis itself syncs with the host.
+        """
+        s = self.settings
+        if not s.diagnostics_every:
+            return {}
+        steps_left = -self.step % s.diagnostics_every
+        if steps_left >= s.diagnostics_steps:
+            return {}
+        hook = getattr(self.objective, "diagnostic_features", None)
+        features = hook() if callable(hook) else {}
+        if features:
+            self._diag_frames.add(features)
+        else:
+            self._diag_batches.extend(micro)
+        if steps_left:
+            return {}
+        features = self._diag_frames.take() or self._model_features(self._diag_batches)
+        self._diag_batches = []
+        values = self._reduce(collapse_metrics(features), 1)
+        values = {f"diag/{name}": value for name, value in values.items()}
+        message = s.collapse.violation(values, self.step)
+        if message is not None:
+            raise TrainingStoppedError(
+                f"{message}. The diagnostics at that step: " + ", ".join(
+                    f"{k}={v:.3g}" for k, v in sorted(values.items())))
+        return values
+
+    @torch.no_grad()
+    def _model_features(self, batches: list[Batch]) -> dict[str, Tensor]:
+        """The model's ``z`` and ``c`` frames on the newest ``batches`` (eval mode)."""
+        zs: list[Tensor] = []
+        cs: list[Tensor] = []
+        self.model.eval()
+        try:
+            for batch in reversed(batches):
+                with self._autocast():
+                    z, c = self.model(batch.wav.to(self.device, non_blocking=True))
+                zs.append(z.flatten(0, 1))
+                cs.append(c.flatten(0, 1))
+                if sum(len(x) for x in zs) >= self.settings.diagnostics_frames:
+                    break
+        finally:
+            self.model.train()
+        if not zs:
+            return {}
+        frames = self.settings.diagnostics_frames
+        return {"z": torch.cat(zs)[:frames], "c": torch.cat(cs)[:frames]}
 
     def _window_seconds(self) -> float:
         sampler_window = getattr(self.sampler, "window", None)
