@@ -115,8 +115,8 @@ class TriNet(Objective):
 
     ``forward(model, batch)`` returns the loss with metrics ``loss/regression``,
     ``loss/class`` (unweighted), ``acc/class`` (the student's pseudo-class accuracy, also
-    ``acc``), ``mask/fraction`` and ``teacher/momentum`` (the last update's τ; ``τ(0)`` before
-    the first update of this process).
+    ``acc``), ``mask/fraction`` and ``teacher/momentum`` (the last update's τ, kept across a
+    resume; ``τ(0)`` before the first update).
     """
 
     def __init__(
@@ -224,11 +224,20 @@ class TriNet(Objective):
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict:
-        """The frozen teacher's record (path and hash, or the log-mel settings)."""
-        return {"frozen_teacher": self.teacher.record()} if self.teacher is not None else {}
+        """The frozen teacher's record (path and hash, or the log-mel settings) and the last
+        EMA update's momentum (so a resumed run logs the τ an uninterrupted one would)."""
+        state: dict = {}
+        if self.ema is not None:
+            state["momentum"] = float(self.last_momentum)
+        if self.teacher is not None:
+            state["frozen_teacher"] = self.teacher.record()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
-        """Check that a resumed run's frozen teacher is the one this objective loaded."""
+        """Restore the last momentum; check that a resumed run's frozen teacher is the one
+        this objective loaded."""
+        if self.ema is not None and "momentum" in state:
+            self.last_momentum = float(state["momentum"])
         record = state.get("frozen_teacher")
         if self.teacher is None:
             if record is not None:

@@ -135,14 +135,17 @@ def test_overlapping_spans_of_one_window_are_not_negatives():
 HEADS = {"frame": "frame_head", "phone": "phone_head", "utt": "utt_head"}
 
 
-@pytest.mark.parametrize("scale", list(HEADS))
-def test_a_zero_weight_removes_the_scale(scale, monkeypatch):
+@pytest.mark.parametrize("disabled", [("frame",), ("phone",), ("utt",), ("phone", "utt"),
+                                      ("frame", "utt"), ("frame", "phone")])
+def test_zero_weights_remove_their_scales(disabled, monkeypatch):
+    """Any weight may be 0, alone or with another (the ablation's single scales)."""
     torch.manual_seed(0)
     model = tiny_model()
-    objective = MGF(D, D, **{f"{scale}_weight": 0.0}, **SMALL)
-    assert getattr(objective, HEADS[scale]) is None
-    assert not [n for n, _ in objective.named_parameters() if n.startswith(HEADS[scale])]
-    if scale == "frame":
+    objective = MGF(D, D, **{f"{scale}_weight": 0.0 for scale in disabled}, **SMALL)
+    for scale in disabled:
+        assert getattr(objective, HEADS[scale]) is None
+        assert not [n for n, _ in objective.named_parameters() if n.startswith(HEADS[scale])]
+    if "frame" in disabled:
         assert objective.log_mel is None
 
         def no_log_mel(*args, **kwargs):
@@ -150,8 +153,11 @@ def test_a_zero_weight_removes_the_scale(scale, monkeypatch):
 
         monkeypatch.setattr(LogMel, "forward", no_log_mel)
     out = objective(model, tiny_batch())
-    assert f"loss/{scale}" not in out.metrics
-    assert {f"loss/{s}" for s in HEADS if s != scale} <= set(out.metrics)
+    enabled = [s for s in HEADS if s not in disabled]
+    assert not {f"loss/{s}" for s in disabled} & set(out.metrics)
+    assert {f"loss/{s}" for s in enabled} <= set(out.metrics)
+    expected = sum(out.metrics[f"loss/{s}"] for s in enabled)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     out.loss.backward()
     # Every parameter that exists takes part: DDP needs no find_unused_parameters.
     for name, p in [*model.named_parameters(), *objective.named_parameters()]:

@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from reference import TinyModel
 
 from ssl_speech.data.batch import Batch
+from ssl_speech.nn.model import SSLModel
 from ssl_speech.objectives.negatives import gather_negatives
 from ssl_speech.objectives.rpc import (
     RATIO_FLOOR,
@@ -17,6 +20,7 @@ from ssl_speech.objectives.rpc import (
     density_ratio,
     relative_objective,
 )
+from ssl_speech.train.__main__ import config_dir
 
 D, H = 16, 24
 MI = dict(alpha=0.01, beta=0.005, gamma=0.995)  # the paper's MI-estimation setting
@@ -211,6 +215,22 @@ def test_forward_runs_the_model_and_metrics_are_detached_scalars() -> None:
 def test_defaults_are_the_shipped_config() -> None:
     rpc = RPC(dim=64)
     assert (rpc.alpha, rpc.beta, rpc.gamma, rpc.score_scale) == (1.0, 0.005, 1.0, 1 / 8)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["objective=rpc"])
+    torch.manual_seed(0)
+    model = SSLModel(instantiate(cfg.encoder), instantiate(cfg.context))
+    shipped = instantiate(cfg.objective)
+    default = RPC(dim=shipped.dim, context_dim=shipped.context_dim)
+    for name in ("alpha", "beta", "gamma", "score_scale", "num_steps", "num_negatives",
+                 "negatives", "exclude_positive", "score_method", "mi_clamp"):
+        assert getattr(shipped, name) == getattr(default, name), name
+    # A step out of the box, on the default window: finite loss, positives' scores far below
+    # 1/beta, so the MI readout clamps nothing.
+    wav = torch.randn(2, 1, int(cfg.data.window))
+    out = shipped(model, Batch(wav=wav, speaker=torch.zeros(2, dtype=torch.long)))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.metrics["mi_rpc/clamped"].item() == 0.0
+    assert shipped.beta * out.metrics["score_pos"].abs().item() < 0.1
 
 
 def test_constructor_validation() -> None:

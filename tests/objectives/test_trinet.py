@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch import nn
 
 from ssl_speech.data.batch import Batch
@@ -102,6 +103,11 @@ def test_update_teacher_uses_the_schedule_at_the_step():
     assert objective.last_momentum == pytest.approx(0.7)
     for t, old, s in zip(objective.ema.network.parameters(), before, model.context.parameters()):
         torch.testing.assert_close(t, 0.7 * old + 0.3 * s, rtol=1e-6, atol=1e-7)
+    # A resumed objective logs the last update's momentum, not the schedule's start.
+    resumed = TriNet(tiny_context(), momentum=LinearMomentumSchedule(0.5, 0.9, steps=4), **SMALL)
+    assert resumed.last_momentum == pytest.approx(0.5)
+    resumed.load_extra_state(objective.extra_state())
+    assert resumed.last_momentum == pytest.approx(0.7)
 
 
 def test_ema_teacher_receives_no_gradient_and_stays_in_eval_mode():
@@ -232,7 +238,8 @@ def test_a_wav2vec2_student_trains_against_the_log_mel_teacher():
 def test_branches_with_weight_zero_are_not_built():
     ema_only = TriNet(tiny_context(), class_weight=0.0, **SMALL)
     assert ema_only.teacher is None and ema_only.class_head is None
-    assert "projection" not in ema_only.state_dict() and ema_only.extra_state() == {}
+    assert "projection" not in ema_only.state_dict()
+    assert ema_only.extra_state() == {"momentum": pytest.approx(0.999)}  # no teacher record
     model = tiny_model()
     out = ema_only(model, tiny_batch())
     assert "loss/class" not in out.metrics and "loss/regression" in out.metrics
@@ -242,6 +249,7 @@ def test_branches_with_weight_zero_are_not_built():
     out = frozen_only(model, tiny_batch())
     assert "loss/regression" not in out.metrics
     frozen_only.after_optimizer_step(model, 1)  # nothing to update
+    assert set(frozen_only.extra_state()) == {"frozen_teacher"}
     with pytest.raises(ValueError, match="both 0"):
         TriNet(tiny_context(), regression_weight=0.0, class_weight=0.0, **SMALL)
     with pytest.raises(ValueError, match="needs context"):
@@ -365,6 +373,24 @@ def test_config_selects_a_bidirectional_transformer_and_builds_trinet():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["objective=trinet", "context=lstm"])
     assert cfg.context._target_.endswith("LSTMContext")  # the command line wins
+
+
+def test_shipped_config_trains_a_step_at_its_default_sizes():
+    """``python -m ssl_speech.train objective=trinet`` out of the box: the log-mel teacher,
+    the default encoder and context, the default window."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["objective=trinet"])
+    torch.manual_seed(0)
+    model = SSLModel(instantiate(cfg.encoder), instantiate(cfg.context))
+    objective = instantiate(cfg.objective)
+    assert objective.teacher.kind == "log_mel" and objective.num_classes == 32
+    assert objective.momentum == LinearMomentumSchedule(0.999, 0.9999, 30000)
+    batch = tiny_batch(frames=int(cfg.data.window) // 160, batch=2)
+    out = objective(model, batch)
+    out.loss.backward()
+    objective.after_optimizer_step(model, 1)
+    assert torch.isfinite(out.loss) and objective.ema.initialized
+    assert objective.last_momentum == pytest.approx(0.999 + 0.0009 / 30000)
 
 
 @pytest.mark.slow

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import runpy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssl_speech.train.compare import (
+    compose_run,
     load_preset,
     loss_statistics,
     markdown_table,
     parse_preset,
     plan_run,
+    run_preset,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +176,149 @@ def test_two_short_runs_write_table_plot_and_json_line(tiny_corpus, tmp_path, ca
     # A different budget in the same directory is refused, not silently mixed.
     with pytest.raises(ValueError, match="holds a run with other overrides"):
         main([str(preset), "--out", str(out), "--max-runs", "1", "--budget-seconds", "9.6"])
+
+
+# ------------------------------------------------------------------ the shipped presets
+SHIPPED = sorted(p.stem for p in (REPO / "configs" / "compare").glob("*.yaml"))
+
+
+def test_every_preset_is_shipped_and_tested():
+    assert SHIPPED == ["mgf_ablation", "rpc_batch", "trinet_collapse"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_preset_composes_every_run_on_equal_audio(name, tmp_path):
+    preset = load_preset(name)
+    seconds = set()
+    for spec in preset.runs:
+        overrides, steps, per_step = plan_run(preset, spec, tmp_path)
+        cfg, _ = compose_run(overrides)
+        assert int(cfg.trainer.max_steps) == steps
+        seconds.add(round(steps * per_step, 6))
+    assert seconds == {preset.budget_seconds}
+    headers = {spec for _, spec in preset.columns}
+    assert {"probe_phone", "probe_speaker"} <= headers
+    assert preset.probe.phone and preset.probe.speaker
+
+
+def test_mgf_ablation_runs_all_scales_each_alone_and_each_pair(tmp_path):
+    preset = load_preset("mgf_ablation")
+    scales = ("frame", "phone", "utt")
+    active = {}
+    for spec in preset.runs:
+        cfg, choices = compose_run(plan_run(preset, spec, tmp_path)[0])
+        assert choices["objective"] == "mgf"
+        weights = {s: float(cfg.objective[f"{s}_weight"]) for s in scales}
+        assert set(weights.values()) <= {0.0, 1.0}
+        on = frozenset(s for s in scales if weights[s] > 0)
+        assert spec.name == "+".join(s for s in scales if s in on)  # the name says the scales
+        active[on] = spec.name
+    subsets = {frozenset(c) for r in (1, 2, 3) for c in itertools.combinations(scales, r)}
+    assert set(active) == subsets and len(preset.runs) == 7
+
+
+def test_trinet_collapse_compares_trinet_with_its_ema_only_variant(tmp_path):
+    preset = load_preset("trinet_collapse")
+    configs = {spec.name: compose_run(plan_run(preset, spec, tmp_path)[0])[0]
+               for spec in preset.runs}
+    assert set(configs) == {"trinet", "ema-only"}
+    trinet, ema_only = configs["trinet"].objective, configs["ema-only"].objective
+    assert float(trinet.class_weight) > 0 and float(ema_only.class_weight) == 0
+    assert float(trinet.regression_weight) == float(ema_only.regression_weight) > 0
+    for cfg in configs.values():
+        assert cfg.objective._target_.endswith("TriNet")
+        assert int(cfg.trainer.diagnostics_every) > 0  # collapse metrics over the run
+        assert int(cfg.trainer.diagnostics_every) < int(cfg.trainer.max_steps) // 5
+    metrics = {spec.split(":", 1)[1] for _, spec in preset.columns if spec.startswith("metric:")}
+    for feature in ("predictions", "targets"):
+        assert {f"diag/{feature}/std", f"diag/{feature}/effective_rank"} <= metrics
+    assert "diag/predicted_classes/usage_entropy" in metrics
+    assert any(p["metric"].endswith("effective_rank") for p in preset.plots)
+    # Both variants train the penultimate layer: the probes read it.
+    assert preset.probe.layer == "context.-2"
+
+
+def tiny_data(root: Path) -> list[str]:
+    return [
+        "data=librispeech", f"data.root={root}", f"data.alignments={root}/alignments.txt",
+        "data.train_split=train", "data.dev_split=dev", "data.window=3200",
+        "data.num_workers=0", "data.in_memory=true", "encoder.dim=32", "context.dim=32",
+        "trainer.device=cpu", "trainer.log_every=1",
+    ]
+
+
+TINY = {  # per preset: overrides that shrink its models, and the audio seconds per run
+    "rpc_batch": (["objective.num_steps=4", "objective.num_negatives=16"], 6.4),
+    "mgf_ablation": (["encoder.n_mels=20", "encoder.hidden=32", "context.num_layers=1",
+                      "context.num_heads=2", "context.ffn_dim=64", "objective.mask_span=5",
+                      "objective.min_unmasked=5", "objective.n_mels=20",
+                      "objective.frame_hidden=16", "objective.utt_crop=8", "objective.utt_gap=2",
+                      "objective.utt_hidden=16", "objective.utt_proj_dim=8"], 4.8),
+    "trinet_collapse": (["context.num_layers=3", "context.num_heads=2", "context.ffn_dim=64",
+                         "objective.top_k=2", "objective.mask_span=4",
+                         "objective.min_unmasked=4", "objective.num_classes=8",
+                         "trainer.diagnostics_every=2", "trainer.diagnostics_steps=2"], 9.6),
+}
+
+
+def run_tiny(name: str, root: Path, out: Path) -> dict:
+    """The shipped preset's runs, columns and plots on tiny models, audio and probes."""
+    preset = load_preset(name)
+    probe = replace(preset.probe, train_utterances=24, test_utterances=8, epochs=2,
+                    speaker_epochs=5)
+    overrides, budget = TINY[name]
+    return run_preset(replace(preset, probe=probe), out, budget_seconds=budget,
+                      extra_overrides=[*tiny_data(root), *overrides])
+
+
+def check_rows(result: dict, names: list[str]) -> list[dict]:
+    rows = result["rows"]
+    assert [r["run"] for r in rows] == [*names, "log-mel", "untrained"]
+    for row in rows:
+        assert 0 <= row["probe_phone"] <= 1 and 0 <= row["probe_speaker"] <= 1, row["run"]
+    for row in rows[: len(names)]:
+        assert math.isfinite(row["final_loss"]), row["run"]
+    assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
+    return rows[: len(names)]
+
+
+@pytest.mark.slow
+def test_tiny_rpc_batch_runs(tiny_corpus, tmp_path):
+    result = run_tiny("rpc_batch", tiny_corpus, tmp_path)
+    rows = check_rows(result, [s.name for s in load_preset("rpc_batch").runs])
+    assert [r["steps"] for r in rows] == [8, 4, 2] * 2  # 6.4 s at batches 4, 8, 16
+    for row in rows:
+        assert math.isfinite(row["metrics"]["mi_bound"]), row["run"]
+    table = Path(result["table"]).read_text()
+    assert "| mi_bound |" in table and "| phone probe | speaker probe |" in table
+
+
+@pytest.mark.slow
+def test_tiny_mgf_ablation_runs(tiny_corpus, tmp_path):
+    result = run_tiny("mgf_ablation", tiny_corpus, tmp_path)
+    preset = load_preset("mgf_ablation")
+    rows = check_rows(result, [s.name for s in preset.runs])
+    for row in rows:
+        on = set(row["run"].split("+"))
+        for scale in ("frame", "phone", "utt"):
+            logged = f"loss/{scale}" in row["metrics"]
+            assert logged == (scale in on), (row["run"], scale)
+    table = Path(result["table"]).read_text()
+    assert table.count("\n| ") == 1 + 7 + 2  # header, runs, baselines
+
+
+@pytest.mark.slow
+def test_tiny_trinet_collapse_runs(tiny_corpus, tmp_path):
+    result = run_tiny("trinet_collapse", tiny_corpus, tmp_path)
+    trinet, ema_only = check_rows(result, ["trinet", "ema-only"])
+    for row in (trinet, ema_only):
+        for name in ("predictions", "targets", "penultimate"):
+            assert row["metrics"][f"diag/{name}/effective_rank"] >= 1, (row["run"], name)
+        # The collapse metrics are logged over the run, not once.
+        diag_steps = [r["step"] for r in map(json.loads, (Path(row["run_dir"]) /
+                      "metrics.jsonl").read_text().splitlines())
+                      if "diag/predictions/effective_rank" in r]
+        assert diag_steps == [2, 4, 6]
+    assert "diag/predicted_classes/usage_entropy" in trinet["metrics"]
+    assert "diag/predicted_classes/usage_entropy" not in ema_only["metrics"]
+    assert "loss/class" not in ema_only["metrics"]
