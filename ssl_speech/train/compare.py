@@ -631,11 +631,16 @@ def run_preset(
         header += preset.description + "\n\n"
     table_path = out_dir / "table.md"
     table_path.write_text(header + table)
-    plot_path = plot_curves(rows, preset.plots, out_dir / "curves.png")
+    try:
+        plot_path: Path | None = plot_curves(rows, preset.plots, out_dir / "curves.png")
+    except ImportError:  # the table and summary stand without the figure
+        plot_path = None
+        print("curves.png not drawn: plots need matplotlib (pip install 'ssl_speech[plots]')",
+              file=sys.stderr)
     summary_path = out_dir / SUMMARY_FILE
     summary_path.write_text(json.dumps(_jsonable({"preset": preset.name,
                                                   "budget_seconds": preset.budget_seconds,
                                                   "rows": rows}), indent=1) + "\n")
     print(header + table, file=sys.stderr)
-    return {"table": str(table_path), "plot": str(plot_path), "summary": str(summary_path),
-            "rows": rows}
+    return {"table": str(table_path), "plot": str(plot_path) if plot_path else None,
+            "summary": str(summary_path), "rows": rows}

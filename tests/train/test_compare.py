@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import runpy
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,6 +174,13 @@ def test_two_short_runs_write_table_plot_and_json_line(tiny_corpus, tmp_path, ca
     assert [path.stat().st_mtime_ns for path in finished] == before
     assert [r["run"] for r in again["rows"]] == ["cpc", "log-mel"]
     assert again["rows"][0]["final_loss"] == rows[0]["final_loss"]
+    # Without matplotlib the table and summary are still written, and the plot is skipped.
+    (out / "curves.png").unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "matplotlib", None)
+        no_plots = main([str(preset), "--out", str(out), "--max-runs", "1"])
+    assert no_plots["plot"] is None and not (out / "curves.png").exists()
+    assert (out / "table.md").read_text().count("\n| ") == 3
     # A different budget in the same directory is refused, not silently mixed.
     with pytest.raises(ValueError, match="holds a run with other overrides"):
         main([str(preset), "--out", str(out), "--max-runs", "1", "--budget-seconds", "9.6"])
