@@ -17,6 +17,7 @@ import json
 import sys
 
 from ssl_speech.benchmark import (
+    OMP_WAIT_POLICIES,
     PRECISIONS,
     PRESETS,
     BenchmarkSettings,
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the step")
     parser.add_argument("--retain-freed-memory", action="store_true",
                         help="keep freed memory in the process (glibc; CPU)")
+    parser.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default=None,
+                        help="OMP_WAIT_POLICY of the case processes; passive helps a lot where "
+                             "other jobs share the cores (default: inherit the environment)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds")
     parser.add_argument("--steps-per-repeat", type=int, default=1)
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         threads=args.threads, compile=args.compile, warmup=args.warmup, repeats=args.repeats,
         steps_per_repeat=args.steps_per_repeat, retain_freed_memory=args.retain_freed_memory,
-        data=not args.no_data, data_batches=args.data_batches, matmul_size=args.matmul_size,
+        omp_wait_policy=args.omp_wait_policy, data=not args.no_data,
+        data_batches=args.data_batches, matmul_size=args.matmul_size,
         overrides=tuple(args.override),
     )
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))

@@ -6,6 +6,7 @@ Nothing here times anything: the figures depend on the machine and its load.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from ssl_speech.benchmark import (
     cases_for,
     count_step_flops,
     markdown_table,
+    worker_environment,
 )
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext
@@ -75,6 +77,22 @@ def test_settings_validation() -> None:
         BenchmarkSettings(repeats=0)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         BenchmarkSettings(batch_size=0)
+    with pytest.raises(ValueError, match="omp_wait_policy='sleepy'"):
+        BenchmarkSettings(omp_wait_policy="sleepy")
+
+
+def test_worker_environment_sets_and_restores(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with worker_environment(BenchmarkSettings(omp_wait_policy="passive")) as wanted:
+        assert wanted == {"OMP_WAIT_POLICY": "PASSIVE"}
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    with worker_environment(BenchmarkSettings(omp_wait_policy="active")):
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    with worker_environment(BenchmarkSettings()) as wanted:  # None: inherit, set nothing
+        assert wanted == {} and "OMP_WAIT_POLICY" not in os.environ
 
 
 def test_cases_and_presets() -> None:
@@ -109,6 +127,8 @@ def test_markdown_table_lists_steps_then_data_and_probe() -> None:
                         "| 47.4 | 50 |")
     assert "4000 windows/s" in lines[4] and "617x" in lines[4]
     assert "150 GFLOP/s" in lines[6] and "2 threads" in lines[6] and "load average 1.5" in lines[6]
+    rows[-1]["omp_wait_policy"] = "PASSIVE"
+    assert markdown_table(rows).splitlines()[6].endswith("OMP_WAIT_POLICY passive).")
 
 
 @pytest.mark.slow
@@ -122,6 +142,7 @@ def test_script_runs_and_writes_table_and_json_lines(tiny_corpus, tmp_path) -> N
     command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--objectives", "cpc",
                "--heads", "linear", "--batch-size", str(B), "--threads", "1", "--warmup", "1",
                "--repeats", "2", "--data-batches", "3", "--matmul-size", "64", "--quiet",
+               "--omp-wait-policy", "passive",
                "--jsonl", str(jsonl), "--markdown", str(markdown)]
     for override in overrides:
         command += ["--override", override]
@@ -136,6 +157,7 @@ def test_script_runs_and_writes_table_and_json_lines(tiny_corpus, tmp_path) -> N
         "CPC", "linear", B, S)
     assert step["flops_per_step"] == cpc_step_flops(B, S, D, D, K, N)
     assert step["parameters"] > 0 and step["repeats"] == 2
+    assert step["omp_wait_policy"] == "PASSIVE"  # reported by the case's own process
     assert step["ms_per_step_min"] <= step["ms_per_step"] <= step["ms_per_step_max"]
     assert step["sequences_per_s"] == pytest.approx(B / (step["ms_per_step"] / 1e3))
     assert step["audio_s_per_s"] == pytest.approx(step["sequences_per_s"] * S / 16000)

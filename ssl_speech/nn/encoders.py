@@ -136,8 +136,11 @@ class CPCEncoder(nn.Module):
         T = (S + 2 * padding - kernel) // stride + 1
         padded = F.pad(wav, (padding, stride * (T - 1) + kernel - S - padding))
         windows = padded.unfold(-1, kernel, stride).transpose(1, 2)  # (B, T, C_in, k)
-        x = torch.addmm(first.bias, windows.reshape(B * T, C_in * kernel),
-                        first.weight.view(self.dim, C_in * kernel).t())
+        # The weight enters as a contiguous (C_in·k, C) copy: autograd then forms its gradient
+        # as (C_in·k, B·T) @ (B·T, C), which runs about twice as fast on CPU as the
+        # (C, B·T) @ (B·T, C_in·k) product the transposed view leads to (a 10-column output).
+        weight = first.weight.view(self.dim, C_in * kernel).t().contiguous()
+        x = torch.addmm(first.bias, windows.reshape(B * T, C_in * kernel), weight)
         x = _norm_relu(norms[0], x.view(B, 1, T, self.dim))  # (B, 1, T, C)
         for conv, norm, (_, stride, padding) in zip(convs[1:], norms[1:], self.LAYERS[1:]):
             y = F.conv2d(x.permute(0, 3, 1, 2), conv.weight.unsqueeze(2), conv.bias,
