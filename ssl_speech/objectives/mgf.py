@@ -6,7 +6,8 @@ discriminative one. It publishes no recipe; the one below is ours, and every wei
 temperature is a constructor argument (``configs/objective/mgf.yaml``).
 
 One pass: ``z = encoder(wav)`` ``(B, T, D)``; spans of ``z`` are masked with a learned vector
-(:class:`~ssl_speech.nn.masking.SpanMasker`: start probability 0.065, spans of 10 frames);
+(:class:`~ssl_speech.nn.masking.SpanMasker`: start probability 0.03 in the config, spans of
+10 frames);
 ``c = context(z_masked)`` ``(B, T, H)``, a bidirectional Transformer by default. Then:
 
 - Frame scale, generative (λ_f): a small MLP maps ``c`` on each masked frame to the log-mel
