@@ -98,6 +98,9 @@ def _negatives_worker(rank: int, world: int, port: int, tmp: str) -> None:
         index = objective.sample_negatives(z, 4, pool_sequences=4, offset=2 * rank)
         torch.save({"z": z.detach(), "c": c, "index": index, "loss": out.loss.detach(),
                     "grad": z.grad}, Path(tmp) / f"neg{rank}.pt")
+        # Both ranks done before either tears the group down: a rank that destroys it while
+        # its peer still finishes the gather's backward aborts the peer (gloo).
+        torch.distributed.barrier()
     finally:
         shutdown_distributed()
 
