@@ -184,7 +184,7 @@ def pairwise_dtw(
     # similar shapes side by side keep the padding small
     order = np.lexsort((n_cols, n_rows))
     zero = zero if bool(zero.any()) else None
-    with _single_thread(device):
+    with single_thread(device):
         for lo, hi in _batches(n_rows[order], n_cols[order], frames.shape[1], max_cells,
                                max_values):
             idx = order[lo:hi]
@@ -200,8 +200,12 @@ def pairwise_dtw(
 
 
 @contextmanager
-def _single_thread(device: torch.device) -> Iterator[None]:
-    """Run the block with one torch CPU thread (restored after); no-op off CPU."""
+def single_thread(device: torch.device) -> Iterator[None]:
+    """Run the block with one torch CPU thread (restored after); no-op off CPU.
+
+    For loops of many tiny operations (DTW, Viterbi), where waking other threads costs more
+    than the work, above all on a busy machine.
+    """
     if device.type != "cpu":
         yield
         return

@@ -50,8 +50,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -61,6 +60,7 @@ import torchaudio
 from torch import Tensor
 
 from ssl_speech.eval.baseline_features import HOP, SAMPLE_RATE, WIN, _mel_transform
+from ssl_speech.eval.dtw import single_thread
 
 N_FFT = 512  # the log-mel baseline's FFT size
 N_MELS = 40
@@ -287,24 +287,8 @@ def _viterbi(local: Tensor, log_f0: Tensor, jump_cost: float, switch_cost: float
     ``(B, T, K)``), state ``K`` is unvoiced. Moving between candidates costs ``jump_cost`` per
     octave; switching between voiced and unvoiced costs ``switch_cost``.
     """
-    with _one_thread(local.device):
+    with single_thread(local.device):
         return _viterbi_path(local, log_f0, jump_cost, switch_cost)
-
-
-@contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """One torch CPU thread for the block (restored after). The Viterbi loop runs thousands of
-    tiny operations, where waking other threads costs far more than the work, above all on a
-    busy machine. No-op off the CPU."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _viterbi_path(local: Tensor, log_f0: Tensor, jump_cost: float, switch_cost: float) -> Tensor:
