@@ -33,13 +33,7 @@ FAST_SPEAKER = SpeakerProtocol(epochs=100, lr=1e-2)  # the tiny corpus has 4 tra
 NUM_PHONES = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models and probes: extra intra-op threads only add synchronisation.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ from ssl_speech.train.checkpoint import save_checkpoint
 DIM = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models: extra intra-op threads only add synchronisation, which stalls on busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny_checkpoint(path: Path, seed: int = 0, num_layers: int = 2) -> Path:

@@ -18,14 +18,7 @@ C = 6  # classes
 D = 12  # feature dim (> C: one-hot block plus distractor dimensions)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The probes here train on tiny matrices: extra intra-op threads only add synchronisation,
-    # which turns into long stalls when the cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _segment_labels(rng: np.random.Generator, frames: int) -> np.ndarray:

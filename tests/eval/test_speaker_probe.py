@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ssl_speech.eval.speaker_probe import (
     held_out_utterance_split,
@@ -16,14 +15,7 @@ S = 8  # speakers
 D = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The probes here train on tiny matrices: extra intra-op threads only add synchronisation,
-    # which turns into long stalls when the cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _utterances(seed: int, per_speaker: int, speaker_shift: float):
