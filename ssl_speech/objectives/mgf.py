@@ -55,6 +55,7 @@ from ssl_speech.objectives.base import Objective, ObjectiveOutput
 from ssl_speech.objectives.nt_xent import cosine_info_nce, nt_xent
 
 LOG_MEL_HOP = 160  # samples per log-mel frame (10 ms)
+PHONE_TARGET_NORMS = ("none", "center", "instance")
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
@@ -116,6 +117,9 @@ class MGF(Objective):
         n_mels, n_fft: the log-mel target (see :class:`~ssl_speech.nn.encoders.LogMel`).
         frame_hidden: hidden size of the reconstruction MLP (0: linear).
         phone_temperature: τ_p of the span InfoNCE.
+        phone_target_norm: what the span targets are pooled from: ``"none"`` (``z`` as it is),
+            ``"center"`` (``z`` minus its mean over the window's frames) or ``"instance"``
+            (each channel standardised over the window's frames).
         utt_crop: frames per utterance-scale crop.
         utt_gap: least frames between the two crops.
         utt_hidden: hidden size of the projection MLP (0: linear).
@@ -144,6 +148,7 @@ class MGF(Objective):
         n_fft: int = 400,
         frame_hidden: int = 256,
         phone_temperature: float = 0.1,
+        phone_target_norm: str = "none",
         utt_crop: int = 48,
         utt_gap: int = 8,
         utt_hidden: int = 256,
@@ -170,6 +175,11 @@ class MGF(Objective):
                             ("utt_temperature", utt_temperature)):
             if value <= 0:
                 raise ValueError(f"MGF {name} must be > 0, got {value}")
+        if phone_target_norm not in PHONE_TARGET_NORMS:
+            raise ValueError(
+                f"MGF phone_target_norm must be one of {', '.join(PHONE_TARGET_NORMS)}, "
+                f"got {phone_target_norm!r}"
+            )
         if mask_prob <= 0 and (frame_weight > 0 or phone_weight > 0):
             raise ValueError(f"MGF mask_prob must be > 0 for the masked scales, got {mask_prob}")
         self.dim = dim
@@ -179,6 +189,7 @@ class MGF(Objective):
         self.utt_weight = float(utt_weight)
         self.phone_temperature = float(phone_temperature)
         self.utt_temperature = float(utt_temperature)
+        self.phone_target_norm = phone_target_norm
         self.utt_crop = utt_crop
         self.utt_gap = utt_gap
         self.masker = SpanMasker(dim, mask_prob, mask_span, min_unmasked, min_spans)
@@ -300,7 +311,7 @@ class MGF(Objective):
         if not valid.any():
             return c.sum() * 0.0, c.new_zeros(())
         queries = self.phone_head(masked.pool(c)[valid])  # (M, D)
-        keys = masked.pool(z.detach())[valid]  # (M, D), no gradient into the targets
+        keys = masked.pool(self._phone_targets(z.detach()))[valid]  # (M, D), no gradient
         row = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)[valid]
         start = masked.starts[valid]
         overlapping = (row[:, None] == row[None, :]) & (
@@ -309,6 +320,16 @@ class MGF(Objective):
         overlapping.fill_diagonal_(False)
         targets = torch.arange(len(start), device=start.device)
         return cosine_info_nce(queries, keys, targets, self.phone_temperature, overlapping)
+
+    def _phone_targets(self, z: Tensor) -> Tensor:
+        """``z`` ``(B, T, D)`` normalised over time as ``phone_target_norm`` says."""
+        if self.phone_target_norm == "none":
+            return z
+        z = z.float()
+        centred = z - z.mean(dim=1, keepdim=True)
+        if self.phone_target_norm == "center":
+            return centred
+        return centred / centred.square().mean(dim=1, keepdim=True).add(1e-5).sqrt()
 
     def _utt_loss(self, c: Tensor, groups: Tensor | None) -> tuple[Tensor, Tensor]:
         B, T, _ = c.shape

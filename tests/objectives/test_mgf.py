@@ -96,6 +96,33 @@ def test_phone_positive_is_the_same_span_in_the_unmasked_encoder_output():
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["center", "instance"])
+def test_phone_targets_are_normalised_over_the_window(norm):
+    torch.manual_seed(2)
+    z = 3.0 + 2.0 * torch.randn(2, 40, D)
+    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_target_norm=norm)
+    targets = objective._phone_targets(z)
+    torch.testing.assert_close(targets.mean(dim=1), torch.zeros(2, D), atol=1e-5, rtol=0)
+    if norm == "instance":
+        std = targets.square().mean(dim=1).sqrt()
+        torch.testing.assert_close(std, torch.ones(2, D), atol=1e-4, rtol=0)
+    else:
+        torch.testing.assert_close(targets, z - z.mean(dim=1, keepdim=True))
+    # The keys of the span InfoNCE are the normalised targets, pooled: an oracle context that
+    # outputs them scores every span, the raw (all-positive, shared-mean) z does not.
+    codes = torch.randn(6, D)
+    planted_z, masked = planted(codes)
+    shifted = planted_z + 5.0
+    identity_phone_head(objective)
+    oracle = objective._phone_targets(shifted)
+    assert objective.compute(shifted, oracle, masked).metrics["acc/phone"].item() == 1.0
+    raw = MGF(D, D, frame_weight=0.0, utt_weight=0.0)
+    identity_phone_head(raw)
+    assert raw.compute(shifted, oracle, masked).metrics["loss/phone"].item() > (
+        objective.compute(shifted, oracle, masked).metrics["loss/phone"].item()
+    )
+
+
 def test_planted_identical_spans_tie_and_only_they_are_missed():
     torch.manual_seed(1)
     codes = torch.randn(6, D)
@@ -246,6 +273,7 @@ def test_disjoint_crops_never_overlap_and_reach_both_ends():
         (dict(phone_weight=-1.0), "phone_weight"),
         (dict(utt_temperature=0.0), "utt_temperature"),
         (dict(mask_prob=0.0), "mask_prob"),
+        (dict(phone_target_norm="batch"), "phone_target_norm"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
@@ -263,6 +291,10 @@ def test_config_selects_its_encoder_and_context_unless_told_otherwise():
     assert cfg.hydra.runtime.choices.context == "bitransformer"
     assert cfg.hydra.runtime.choices.encoder == "logmel"
     assert cfg.context.causal is False
+    assert cfg.hydra.runtime.choices.optim == "adamw_transformer"
+    assert cfg.optim.optimizer.lr == pytest.approx(3e-4)
+    assert _compose(["objective=mgf", "optim=adam"]).optim.optimizer._target_.endswith(".Adam")
+    assert _compose(["objective=cpc"]).optim.optimizer.lr == pytest.approx(1e-3)
     assert _compose(["objective=mgf", "context=lstm"]).context._target_.endswith("LSTMContext")
     assert _compose(["encoder=cpc", "objective=mgf"]).encoder._target_.endswith("CPCEncoder")
     other = _compose(["objective=cpc"]).hydra.runtime.choices
