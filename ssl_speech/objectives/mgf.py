@@ -6,7 +6,7 @@ discriminative one. It publishes no recipe; the one below is ours, and every wei
 temperature is a constructor argument (``configs/objective/mgf.yaml``).
 
 One pass: ``z = encoder(wav)`` ``(B, T, D)``; spans of ``z`` are masked with a learned vector
-(:class:`~ssl_speech.nn.masking.SpanMasker`: start probability 0.03 in the config, spans of
+(:class:`~ssl_speech.nn.masking.SpanMasker`: start probability 0.065 in the config, spans of
 10 frames);
 ``c = context(z_masked)`` ``(B, T, H)``, a bidirectional Transformer by default. Then:
 
@@ -21,7 +21,10 @@ One pass: ``z = encoder(wav)`` ``(B, T, D)``; spans of ``z`` are masked with a l
 - Phoneme scale, masked contrastive (λ_p): ``c`` mean-pooled over each masked span (10 frames,
   100 ms) and mapped linearly to D must pick the same span mean-pooled from the unmasked ``z``
   (no gradient through it) among the spans of the whole batch: InfoNCE with cosine similarity
-  and temperature τ_p. Spans of one sequence may overlap; a span that overlaps the query's
+  and temperature τ_p. With ``phone_target_norm="instance"`` (the config's choice) ``z`` is
+  standardised per channel over the window's frames before the pooling: ``z`` leaves the
+  encoder through a ReLU, and without the centring every span shares one large mean direction
+  and the cosine similarities crowd near 1. Spans of one sequence may overlap; a span that overlaps the query's
   span shares frames with its positive, so it is left out of that query's negatives.
 - Utterance scale, discriminative (λ_u): two disjoint crops of ``c`` per window
   (``utt_crop`` frames each, at least ``utt_gap`` frames apart, random positions),
