@@ -24,8 +24,9 @@ One pass: ``z = encoder(wav)`` ``(B, T, D)``; spans of ``z`` are masked with a l
   and temperature τ_p. With ``phone_target_norm="instance"`` (the config's choice) ``z`` is
   standardised per channel over the window's frames before the pooling: ``z`` leaves the
   encoder through a ReLU, and without the centring every span shares one large mean direction
-  and the cosine similarities crowd near 1. Spans of one sequence may overlap; a span that overlaps the query's
-  span shares frames with its positive, so it is left out of that query's negatives.
+  and the cosine similarities crowd near 1. Spans of one sequence may overlap; a span that
+  overlaps the query's span shares frames with its positive, so it is left out of that
+  query's negatives.
 - Utterance scale, discriminative (λ_u): two disjoint crops of ``c`` per window
   (``utt_crop`` frames each, at least ``utt_gap`` frames apart, random positions),
   mean-pooled, through a projection MLP; NT-Xent (SimCLR) over the ``2B`` views with
