@@ -56,6 +56,7 @@ from ssl_speech.data.batch import Batch
 from ssl_speech.nn.encoders import LogMel
 from ssl_speech.nn.masking import SpanMask, SpanMasker
 from ssl_speech.objectives.base import Objective, ObjectiveOutput
+from ssl_speech.objectives.frozen_teacher import instance_norm_over_time
 from ssl_speech.objectives.nt_xent import cosine_info_nce, nt_xent
 
 LOG_MEL_HOP = 160  # samples per log-mel frame (10 ms)
@@ -329,11 +330,9 @@ class MGF(Objective):
         """``z`` ``(B, T, D)`` normalised over time as ``phone_target_norm`` says."""
         if self.phone_target_norm == "none":
             return z
-        z = z.float()
-        centred = z - z.mean(dim=1, keepdim=True)
         if self.phone_target_norm == "center":
-            return centred
-        return centred / centred.square().mean(dim=1, keepdim=True).add(1e-5).sqrt()
+            return z - z.mean(dim=1, keepdim=True)
+        return instance_norm_over_time(z)
 
     def _utt_loss(self, c: Tensor, groups: Tensor | None) -> tuple[Tensor, Tensor]:
         B, T, _ = c.shape
