@@ -10,6 +10,10 @@ Two axes are normalised here, and the difference matters for streaming:
 Both compute their statistics in float32 with autocast disabled: in bfloat16 a mean and a
 variance over hundreds of values lose most of their digits. They return float32; the next
 layer under autocast casts back to the low-precision type.
+
+``instance_norm_over_time`` is the time-axis normalisation as a plain function on
+``(B, T, C)`` sequences (float32, no affine parameters), for targets: TriNet's teacher layers,
+MGF's span targets, the frozen teacher's features.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 NORM_CHOICES = ("channel", "batch", "instance", "layer", "group", "none")
+
+
+def instance_norm_over_time(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """Each channel of each sequence to zero mean and unit (biased) variance over time.
+
+    ``x``: ``(B, T, C)`` -> ``(B, T, C)`` float32.
+    """
+    x = x.float()
+    mean = x.mean(dim=1, keepdim=True)
+    var = x.var(dim=1, keepdim=True, unbiased=False)
+    return (x - mean) * torch.rsqrt(var + eps)
 
 
 class ChannelNorm(nn.Module):

@@ -19,18 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ssl_speech.nn.encoders import LogMel
+from ssl_speech.nn.norms import instance_norm_over_time
 from ssl_speech.train.checkpoint import file_sha256
-
-
-def instance_norm_over_time(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """Each channel of each sequence to zero mean and unit (biased) variance over time.
-
-    ``x``: ``(B, T, C)`` -> ``(B, T, C)`` float32.
-    """
-    x = x.float()
-    mean = x.mean(dim=1, keepdim=True)
-    var = x.var(dim=1, keepdim=True, unbiased=False)
-    return (x - mean) * torch.rsqrt(var + eps)
 
 
 class FrozenTeacher:

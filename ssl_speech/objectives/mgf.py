@@ -55,8 +55,8 @@ from torch import Tensor, nn
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.encoders import LogMel
 from ssl_speech.nn.masking import SpanMask, SpanMasker
+from ssl_speech.nn.norms import instance_norm_over_time
 from ssl_speech.objectives.base import Objective, ObjectiveOutput
-from ssl_speech.objectives.frozen_teacher import instance_norm_over_time
 from ssl_speech.objectives.nt_xent import cosine_info_nce, nt_xent
 
 LOG_MEL_HOP = 160  # samples per log-mel frame (10 ms)

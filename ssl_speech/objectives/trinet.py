@@ -50,9 +50,10 @@ from torch import Tensor, nn
 
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.masking import SpanMasker
+from ssl_speech.nn.norms import instance_norm_over_time
 from ssl_speech.objectives.base import Objective, ObjectiveOutput, scalar
 from ssl_speech.objectives.ema import EMATeacher, LinearMomentumSchedule
-from ssl_speech.objectives.frozen_teacher import FrozenTeacher, instance_norm_over_time
+from ssl_speech.objectives.frozen_teacher import FrozenTeacher
 
 
 def layer_average_target(layers: list[Tensor], top_k: int) -> Tensor:

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from ssl_speech.eval.dtw import single_thread
+
 
 @pytest.fixture
 def one_torch_thread():
@@ -11,7 +13,5 @@ def one_torch_thread():
     The probes and models here train on tiny matrices: extra intra-op threads only add
     synchronisation, which turns into long stalls when the cores are shared.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread(torch.device("cpu")):
+        yield

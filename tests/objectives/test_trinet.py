@@ -19,8 +19,9 @@ from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext, TransformerContext
 from ssl_speech.nn.encoders import CPCEncoder, Wav2Vec2ConvEncoder
 from ssl_speech.nn.model import SSLModel
+from ssl_speech.nn.norms import instance_norm_over_time
 from ssl_speech.objectives.ema import EMATeacher, LinearMomentumSchedule
-from ssl_speech.objectives.frozen_teacher import FrozenTeacher, instance_norm_over_time
+from ssl_speech.objectives.frozen_teacher import FrozenTeacher
 from ssl_speech.objectives.trinet import TriNet, layer_average_target, masked_regression_loss
 from ssl_speech.train import checkpoint as ckpt
 from ssl_speech.train.__main__ import config_dir, run
