@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from ssl_speech.benchmark import (
+from ssl_speech.studies.benchmark import (
     OMP_WAIT_POLICIES,
     PRECISIONS,
     PRESETS,

@@ -1,4 +1,4 @@
-"""Train a preset's runs on the same audio seconds and tabulate them (ssl_speech.train.compare).
+"""Train a preset's runs on the same audio seconds and tabulate them (ssl_speech.studies.compare).
 
     python scripts/compare.py rpc_batch [--budget-seconds S] [--out DIR] [--max-runs N]
                                         [--override KEY=VALUE ...]
@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ssl_speech.train.compare import column_value, load_preset, run_preset
+from ssl_speech.studies.compare import column_value, load_preset, run_preset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

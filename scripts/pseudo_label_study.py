@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 
-from ssl_speech.eval.pseudo_label_study import (
+from ssl_speech.studies.pseudo_label_study import (
     CANDIDATES,
     StudySettings,
     format_study,

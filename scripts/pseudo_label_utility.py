@@ -23,7 +23,6 @@ import torch
 
 from ssl_speech.data.corpus import load_corpus
 from ssl_speech.data.labels import read_alignments
-from ssl_speech.eval.pseudo_labels import available_pseudo_labels
 from ssl_speech.eval.utility import (
     TASKS,
     format_table,
@@ -31,6 +30,7 @@ from ssl_speech.eval.utility import (
     rank_pseudo_labels,
     write_table,
 )
+from ssl_speech.signal.pseudo_labels import available_pseudo_labels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

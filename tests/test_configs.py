@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from ssl_speech.config import config_dir
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.train.__main__ import config_dir
 
 CONFIGS = Path(config_dir())
 

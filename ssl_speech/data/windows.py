@@ -415,14 +415,22 @@ def build_dataloader(
     in_memory: bool = False,
     drop_last: bool = True,
     hop: int = 160,
-    pin_memory: bool = False,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
-    """A ``DataLoader`` of :class:`Batch` es: a :class:`SpeakerBatchSampler` (reachable as
-    ``loader.batch_sampler``) over a :class:`WindowDataset`."""
+    """The training ``DataLoader`` of :class:`Batch` es: a :class:`SpeakerBatchSampler`
+    (reachable as ``loader.batch_sampler``) over a :class:`WindowDataset`.
+
+    ``pin_memory=None`` pins when CUDA is available.
+    """
     sampler = SpeakerBatchSampler(corpus, window=window, batch_size=batch_size, mode=mode,
                                   seed=seed, rank=rank, world_size=world_size,
                                   drop_last=drop_last, hop=hop)
     dataset = WindowDataset(corpus, window=window, labels=labels, in_memory=in_memory, hop=hop)
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    # The loader's own generator: creating an iterator must not draw from the global stream
+    # that negatives and dropout use, or a resumed run would diverge from an uninterrupted one.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows,
                       num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=generator)

@@ -131,7 +131,7 @@ def run_main(main: Callable[[], Any]) -> None:
     Bad inputs (missing files, mismatched ids, wrong frame step, unreadable checkpoints) raise
     errors whose messages say what is wrong and how many; a traceback would only bury them.
     """
-    from ssl_speech.train.checkpoint import CheckpointError
+    from ssl_speech.runs.checkpoint import CheckpointError
 
     try:
         main()

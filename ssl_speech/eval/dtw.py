@@ -22,12 +22,12 @@ at its own last cell.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ssl_speech.signal.single_thread import single_thread
 
 
 def normalize_frames(frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -197,24 +197,6 @@ def pairwise_dtw(
             c_len = torch.from_numpy(n_cols[idx]).to(device)
             out[idx] = path_averaged_dtw(dist, r_len, c_len).cpu().numpy()
     return out
-
-
-@contextmanager
-def single_thread(device: torch.device) -> Iterator[None]:
-    """Run the block with one torch CPU thread (restored after); no-op off CPU.
-
-    For loops of many tiny operations (DTW, Viterbi), where waking other threads costs more
-    than the work, above all on a busy machine.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _frame_index(starts: np.ndarray, lengths: np.ndarray, size: int,

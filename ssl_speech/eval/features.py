@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from ssl_speech.data.audio import SAMPLE_RATE, read_audio
 from ssl_speech.data.corpus import Utterance
-from ssl_speech.eval.baseline_features import log_mel_features, mfcc_features
-from ssl_speech.train.checkpoint import file_sha256
+from ssl_speech.runs.checkpoint import file_sha256
+from ssl_speech.signal.baseline_features import log_mel_features, mfcc_features
 
 FEATURES_JSON = "features.json"
 BASELINE_KINDS = ("log_mel", "mfcc")
@@ -441,7 +441,7 @@ def open_features(
         raise ValueError(f"computing features of {source} needs the corpus's utterances")
     if name in BASELINE_KINDS:
         return baseline_features_of(utterances(), name)
-    from ssl_speech import load_model
+    from ssl_speech.runs.checkpoint import load_model
 
     model = load_model(source, map_location=device)
     return model_features(model, utterances(), layer, chunk_seconds)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ssl_speech.eval.evaluation import EvalRecord
-from ssl_speech.train.metrics_log import read_metrics
+from ssl_speech.runs.metrics_log import read_metrics
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"

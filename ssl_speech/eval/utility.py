@@ -46,8 +46,8 @@ from tqdm import tqdm
 
 from ssl_speech.data.audio import read_audio
 from ssl_speech.data.corpus import Utterance
-from ssl_speech.eval.baseline_features import log_mel_features
-from ssl_speech.eval.pseudo_labels import check_names, extract_pseudo_labels
+from ssl_speech.signal.baseline_features import log_mel_features
+from ssl_speech.signal.pseudo_labels import check_names, extract_pseudo_labels
 
 IGNORE_INDEX = -100
 TASKS = ("phone", "speaker")
@@ -498,7 +498,7 @@ def rank_pseudo_labels(
 
     Args:
         utterances: the audio (``Utterance`` s of a corpus).
-        candidates: pseudo-label names (see :mod:`ssl_speech.eval.pseudo_labels`).
+        candidates: pseudo-label names (see :mod:`ssl_speech.signal.pseudo_labels`).
         task: ``"phone"`` (classes from ``alignments``, segments = runs of one phone) or
             ``"speaker"`` (classes from ``speakers`` or the utterances' speaker names,
             segments = chunks of ``chunk_frames`` frames, or whole utterances with ``None``).

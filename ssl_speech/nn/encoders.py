@@ -27,9 +27,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.nn.norms import ChannelNorm, check_norm, is_frame_local, make_norm
-
-SAMPLE_RATE = 16_000
 
 
 def conv_stack_geometry(layers: tuple[tuple[int, int, int], ...]) -> tuple[int, int, int]:
@@ -390,14 +389,3 @@ class LogMelEncoder(nn.Module):
         if feats.shape[1] == 0:
             return feats.new_zeros(feats.shape[0], 0, self.dim)
         return self.net(feats.transpose(1, 2)).transpose(1, 2)
-
-
-ENCODERS = {"cpc": CPCEncoder, "wav2vec2": Wav2Vec2ConvEncoder, "logmel": LogMelEncoder}
-
-
-def build_encoder(name: str, **kwargs) -> nn.Module:
-    """Build an encoder by short name (``"cpc"``, ``"wav2vec2"``, ``"logmel"``)."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    return ENCODERS[name](**kwargs)
-

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_speech.nn.encoders import SAMPLE_RATE
+from ssl_speech.data.audio import SAMPLE_RATE
 
 
 class SSLModel(nn.Module):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ssl_speech.nn.encoders import LogMel
 from ssl_speech.nn.norms import instance_norm_over_time
-from ssl_speech.train.checkpoint import file_sha256
+from ssl_speech.runs.checkpoint import file_sha256
 
 
 class FrozenTeacher:
@@ -67,7 +67,7 @@ class FrozenTeacher:
         self.device = torch.device("cpu")
 
     def _load(self, source: Path) -> nn.Module:
-        from ssl_speech import load_model
+        from ssl_speech.runs.checkpoint import load_model
 
         if not source.exists():
             raise FileNotFoundError(

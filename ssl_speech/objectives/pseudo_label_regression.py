@@ -3,7 +3,7 @@
 The pretext task of the pseudo-label selection papers (Zaiem, Parcollet and Essid, Interspeech
 2021, section 4; after PASE's workers, Pascual et al. 2019): a small head on the context output
 regresses a descriptor ``Z`` of the input computed on the fly (F0, voicing, energy, spectral
-shape, MFCCs …, see :mod:`ssl_speech.eval.pseudo_labels`), at the encoder's frame rate. Here it
+shape, MFCCs …, see :mod:`ssl_speech.signal.pseudo_labels`), at the encoder's frame rate. Here it
 serves to check the utility estimate of :mod:`ssl_speech.eval.utility`: each candidate ``Z``
 pretrains the same model for the same budget, and a phone probe tells which one helped.
 
@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ssl_speech.data.batch import Batch
-from ssl_speech.eval.pseudo_labels import PSEUDO_LABELS, extract_pseudo_label
 from ssl_speech.objectives.base import Objective, ObjectiveOutput, scalar
+from ssl_speech.signal.pseudo_labels import PSEUDO_LABELS, extract_pseudo_label
 
 LOSSES = ("mse", "l1")
 

@@ -37,7 +37,7 @@ objective's ``state_dict``); the frozen teacher is recorded by path and SHA-256 
 :meth:`TriNet.extra_state` and verified on resume, never copied.
 
 Collapse watch: :meth:`TriNet.diagnostic_features` hands the trainer the last batch's
-predictions, targets, student layers and class assignments (``ssl_speech.diagnostics``).
+predictions, targets, student layers and class assignments (``ssl_speech.train.diagnostics``).
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ class TriNet(Objective):
         return ObjectiveOutput(loss, metrics)
 
     def diagnostic_features(self) -> dict[str, Tensor]:
-        """The last batch's frames for the collapse watch (``ssl_speech.diagnostics``).
+        """The last batch's frames for the collapse watch (``ssl_speech.train.diagnostics``).
 
         ``predictions`` and ``targets`` ``(N, H)`` (masked frames), ``penultimate`` and
         ``last`` student layers ``(B·T, H)``, ``pseudo_classes`` and ``predicted_classes``

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_speech.config import config_dir
 from ssl_speech.train import build
 from ssl_speech.train.distributed import barrier, init_distributed, shutdown_distributed
 from ssl_speech.train.rng import seed_everything
@@ -32,14 +32,6 @@ class RunResult:
     objective: torch.nn.Module
     step: int
     probe: dict = field(default_factory=dict)
-
-
-def config_dir() -> str:
-    """The repository's ``configs/`` in a checkout, else the copy installed with the package."""
-    checkout = Path(__file__).resolve().parents[2] / "configs"
-    if (checkout / "config.yaml").is_file():
-        return str(checkout)
-    return str(resources.files("ssl_speech._configs"))
 
 
 def run(cfg: DictConfig) -> RunResult:

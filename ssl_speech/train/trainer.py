@@ -24,11 +24,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.batch import Batch
-from ssl_speech.diagnostics import CollapseThresholds, FrameBuffer, collapse_metrics
-from ssl_speech.train import checkpoint as ckpt
+from ssl_speech.runs import checkpoint as ckpt
+from ssl_speech.runs.metrics_log import MetricsLogger
+from ssl_speech.train.diagnostics import CollapseThresholds, FrameBuffer, collapse_metrics
 from ssl_speech.train.distributed import DistributedContext, all_reduce_mean, any_rank, barrier
-from ssl_speech.train.metrics_log import MetricsLogger
 from ssl_speech.train.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler
 from ssl_speech.train.rng import capture_rng_state, restore_rng_state
 
@@ -466,7 +467,7 @@ class Trainer:
 
     def _window_seconds(self) -> float:
         sampler_window = getattr(self.sampler, "window", None)
-        return float(sampler_window) / 16000 if sampler_window else 0.0
+        return float(sampler_window) / SAMPLE_RATE if sampler_window else 0.0
 
 
 def _versions() -> dict[str, str]:

@@ -21,8 +21,6 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from ssl_speech.data import synthetic
-from ssl_speech.data.synthesis import HOP
 from ssl_speech.data.synthetic import (
     GENERATOR_VERSION,
     PHONES,
@@ -33,6 +31,8 @@ from ssl_speech.data.synthetic import (
     generate_corpus,
     is_complete,
 )
+from ssl_speech.data.synthetic import generate as synthetic
+from ssl_speech.data.synthetic.synthesis import HOP
 from ssl_speech.eval.abx import abx_scores
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def _audio_path(root: Path, utt: str) -> Path:
 
 
 def test_inventory_has_the_required_classes() -> None:
-    from ssl_speech.data.phonetics import INVENTORY
+    from ssl_speech.data.synthetic.phonetics import INVENTORY
 
     assert len(PHONES) >= 30 and PHONES[0] == "sil" and len(set(PHONES)) == len(PHONES)
     kinds = {p.kind for p in INVENTORY}
@@ -89,7 +89,7 @@ def test_inventory_has_the_required_classes() -> None:
 
 
 def test_language_covers_the_inventory_and_respects_durations() -> None:
-    from ssl_speech.data.phonetics import Lexicon, plan_utterance
+    from ssl_speech.data.synthetic.phonetics import Lexicon, plan_utterance
 
     rng = np.random.default_rng(0)
     lexicon = Lexicon(rng, size=60)
@@ -116,7 +116,7 @@ def _medial_minimal_pairs(words: list[tuple[int, ...]]) -> int:
 
 
 def test_lexicon_grows_in_neighbourhoods_around_frequent_words() -> None:
-    from ssl_speech.data.phonetics import INVENTORY, Lexicon
+    from ssl_speech.data.synthetic.phonetics import INVENTORY, Lexicon
 
     def ranked_words(share: float) -> list[tuple[int, ...]]:
         lexicon = Lexicon(np.random.default_rng(1), size=400, neighbour_share=share)

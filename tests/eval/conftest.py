@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ssl_speech.eval.dtw import single_thread
+from ssl_speech.signal.single_thread import single_thread
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from ssl_speech.eval.quick_probe import compare_with_baselines
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.train.checkpoint import save_checkpoint
+from ssl_speech.runs.checkpoint import save_checkpoint
 
 FAST = ProbeProtocol(epochs=20, lr=1e-2, batch_size=256)
 FAST_SPEAKER = SpeakerProtocol(epochs=100, lr=1e-2)  # the tiny corpus has 4 training utterances

@@ -26,7 +26,7 @@ from ssl_speech.eval.features import (
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.train.checkpoint import save_checkpoint
+from ssl_speech.runs.checkpoint import save_checkpoint
 
 DIM = 16
 

@@ -288,7 +288,7 @@ def test_rank_rejects_a_task_without_its_labels(tiny_utterances):
 
 
 def test_spearman_rank_correlation_and_its_exact_p_value():
-    from ssl_speech.eval.pseudo_label_study import spearman
+    from ssl_speech.studies.pseudo_label_study import spearman
 
     rho, p = spearman([1, 2, 3, 4, 5, 6], [0.9, 0.8, 0.5, 0.4, 0.2, 0.1])
     assert rho == pytest.approx(-1.0) and p == pytest.approx(2 / 720)  # both extreme orders
@@ -305,7 +305,7 @@ def test_spearman_rank_correlation_and_its_exact_p_value():
 
 @pytest.mark.slow
 def test_study_runs_and_continues_where_it_stopped(tiny_corpus, tmp_path):
-    from ssl_speech.eval.pseudo_label_study import StudySettings, run_study
+    from ssl_speech.studies.pseudo_label_study import StudySettings, run_study
 
     settings = StudySettings(
         candidates=("rms", "zcr", "spectral_centroid"), steps=2, encoder_dim=16,

@@ -13,7 +13,6 @@ from ssl_speech.nn.encoders import (
     LogMel,
     LogMelEncoder,
     Wav2Vec2ConvEncoder,
-    build_encoder,
     conv_stack_geometry,
 )
 from ssl_speech.nn.norms import ChannelNorm, TimeInstanceNorm, make_norm
@@ -213,10 +212,3 @@ def test_frame_local_flags():
     assert Wav2Vec2ConvEncoder(norm="layer").frame_local
     assert not LogMelEncoder(normalize="utterance").frame_local
     assert LogMelEncoder(normalize="none").frame_local
-
-
-def test_build_encoder_by_name():
-    assert isinstance(build_encoder("cpc", dim=8), CPCEncoder)
-    assert build_encoder("logmel", dim=8, hidden=8).dim == 8
-    with pytest.raises(ValueError, match="unknown encoder 'hubert'; choose one of cpc, wav2vec2"):
-        build_encoder("hubert")

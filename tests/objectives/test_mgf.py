@@ -11,13 +11,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import TransformerContext
 from ssl_speech.nn.encoders import CPCEncoder, LogMel
 from ssl_speech.nn.masking import SpanMask
 from ssl_speech.nn.model import SSLModel
 from ssl_speech.objectives.mgf import MGF, disjoint_crops, pool_crops
-from ssl_speech.train.__main__ import config_dir, run
+from ssl_speech.train.__main__ import run
 
 D = 16
 SMALL = dict(mask_span=4, min_unmasked=4, n_mels=20, frame_hidden=16, utt_crop=8, utt_gap=2,

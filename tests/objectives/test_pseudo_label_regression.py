@@ -9,11 +9,11 @@ import torch
 from hydra.utils import instantiate
 
 from ssl_speech.data.batch import Batch
-from ssl_speech.eval.pseudo_labels import extract_pseudo_label
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder, Wav2Vec2ConvEncoder
 from ssl_speech.nn.model import SSLModel
 from ssl_speech.objectives.pseudo_label_regression import PseudoLabelRegression
+from ssl_speech.signal.pseudo_labels import extract_pseudo_label
 
 SR = 16000
 
@@ -158,7 +158,7 @@ def test_invalid_arguments_name_the_fix():
 def test_config_selects_the_candidate_by_name():
     from hydra import compose, initialize_config_dir
 
-    from ssl_speech.train.__main__ import config_dir
+    from ssl_speech.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["objective=pseudo_label",
@@ -174,7 +174,8 @@ def test_trains_end_to_end_and_reloads(tiny_corpus, tmp_path):
     from hydra import compose, initialize_config_dir
 
     from ssl_speech import load_model
-    from ssl_speech.train.__main__ import config_dir, run
+    from ssl_speech.config import config_dir
+    from ssl_speech.train.__main__ import run
 
     overrides = [
         "objective=pseudo_label", "objective.label=f0", "data=librispeech",

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from reference import TinyModel
 
+from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.model import SSLModel
 from ssl_speech.objectives.negatives import gather_negatives
@@ -20,7 +21,6 @@ from ssl_speech.objectives.rpc import (
     density_ratio,
     relative_objective,
 )
-from ssl_speech.train.__main__ import config_dir
 
 D, H = 16, 24
 MI = dict(alpha=0.01, beta=0.005, gamma=0.995)  # the paper's MI-estimation setting

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
+from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext, TransformerContext
 from ssl_speech.nn.encoders import CPCEncoder, Wav2Vec2ConvEncoder
@@ -23,8 +24,8 @@ from ssl_speech.nn.norms import instance_norm_over_time
 from ssl_speech.objectives.ema import EMATeacher, LinearMomentumSchedule
 from ssl_speech.objectives.frozen_teacher import FrozenTeacher
 from ssl_speech.objectives.trinet import TriNet, layer_average_target, masked_regression_loss
-from ssl_speech.train import checkpoint as ckpt
-from ssl_speech.train.__main__ import config_dir, run
+from ssl_speech.runs import checkpoint as ckpt
+from ssl_speech.train.__main__ import run
 
 D = 16
 SMALL = dict(dim=D, top_k=2, num_classes=8, mask_span=4, min_unmasked=4)

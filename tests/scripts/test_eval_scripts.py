@@ -12,11 +12,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from ssl_speech.config import config_dir
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.train.__main__ import config_dir, run
-from ssl_speech.train.checkpoint import save_checkpoint
+from ssl_speech.runs.checkpoint import save_checkpoint
+from ssl_speech.train.__main__ import run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from trainer_fixtures import flat_parameters, make_batches, make_trainer, split, tiny_model
 
-from ssl_speech.train import checkpoint as ckpt
+from ssl_speech.runs import checkpoint as ckpt
 from ssl_speech.train.distributed import init_distributed, shutdown_distributed
 
 STEPS = 3

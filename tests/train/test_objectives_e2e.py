@@ -13,9 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ssl_speech import load_model
+from ssl_speech.config import config_dir
 from ssl_speech.objectives.frozen_teacher import FrozenTeacher
-from ssl_speech.train import checkpoint as ckpt
-from ssl_speech.train.__main__ import config_dir, run
+from ssl_speech.runs import checkpoint as ckpt
+from ssl_speech.train.__main__ import run
 from ssl_speech.train.trainer import TrainingStoppedError
 
 TRANSFORMER = ["context.num_heads=2", "context.ffn_dim=64"]

@@ -15,9 +15,9 @@ import torch
 from test_train_e2e import losses, small_config
 from trainer_fixtures import flat_parameters, make_batches, make_trainer
 
-from ssl_speech.train import checkpoint as ckpt
+from ssl_speech.runs import checkpoint as ckpt
+from ssl_speech.runs.metrics_log import read_metrics
 from ssl_speech.train.__main__ import run
-from ssl_speech.train.metrics_log import read_metrics
 from ssl_speech.train.preemption import PREEMPTED_EXIT_CODE
 from ssl_speech.train.trainer import TrainerSettings, TrainingStoppedError
 

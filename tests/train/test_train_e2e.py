@@ -10,8 +10,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ssl_speech import load_model
-from ssl_speech.train import checkpoint as ckpt
-from ssl_speech.train.__main__ import config_dir, run
+from ssl_speech.config import config_dir
+from ssl_speech.runs import checkpoint as ckpt
+from ssl_speech.train.__main__ import run
 
 SMALL_OBJECTIVE = {
     "cpc": ["objective.num_steps=4", "objective.num_negatives=16"],

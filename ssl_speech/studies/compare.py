@@ -75,11 +75,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.corpus import Utterance
+from ssl_speech.runs.metrics_log import read_metrics
 from ssl_speech.train import build
-from ssl_speech.train.metrics_log import read_metrics
 
-SAMPLE_RATE = 16000
 SUMMARY_COLUMNS = ("run", "steps", "audio_seconds", "wall_seconds", "final_loss", "loss_cv",
                    "loss_rel_std", "probe_phone", "probe_speaker")
 PREFIXES = ("metric:", "config:", "choice:")
@@ -147,7 +147,7 @@ _PRESET_KEYS = {"name", "description", "budget_seconds", "base_overrides", "step
 
 def preset_path(name_or_path: str | Path) -> Path:
     """``configs/compare/<name>.yaml`` for a name, or the given file."""
-    from ssl_speech.train.__main__ import config_dir
+    from ssl_speech.config import config_dir
 
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
@@ -250,7 +250,7 @@ def compose_run(overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str]]:
     """The training config for ``overrides`` and the chosen option of each config group."""
     from hydra import compose, initialize_config_dir
 
-    from ssl_speech.train.__main__ import config_dir
+    from ssl_speech.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)

@@ -21,7 +21,8 @@ import torch
 import torchaudio
 from torch import Tensor
 
-SAMPLE_RATE = 16000
+from ssl_speech.data.audio import SAMPLE_RATE
+
 HOP = 160  # samples per 10 ms frame at 16 kHz
 WIN = 400  # samples per 25 ms window at 16 kHz
 

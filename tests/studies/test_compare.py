@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_speech.train.compare import (
+from ssl_speech.studies.compare import (
     compose_run,
     load_preset,
     loss_statistics,

@@ -12,7 +12,11 @@ import torch
 from torch import nn
 
 from ssl_speech.data.batch import Batch
-from ssl_speech.diagnostics import (
+from ssl_speech.nn.context import LSTMContext
+from ssl_speech.nn.encoders import CPCEncoder
+from ssl_speech.nn.model import SSLModel
+from ssl_speech.objectives.base import ObjectiveOutput
+from ssl_speech.train.diagnostics import (
     CollapseThresholds,
     FrameBuffer,
     collapse_metrics,
@@ -20,10 +24,6 @@ from ssl_speech.diagnostics import (
     mean_std,
     usage_entropy,
 )
-from ssl_speech.nn.context import LSTMContext
-from ssl_speech.nn.encoders import CPCEncoder
-from ssl_speech.nn.model import SSLModel
-from ssl_speech.objectives.base import ObjectiveOutput
 from ssl_speech.train.trainer import Trainer, TrainerSettings, TrainingStoppedError
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_speech.eval.baseline_features import log_mel_features, mfcc_features
-from ssl_speech.eval.pseudo_labels import (
+from ssl_speech.signal.baseline_features import log_mel_features, mfcc_features
+from ssl_speech.signal.pseudo_labels import (
     PSEUDO_LABELS,
     available_pseudo_labels,
     extract_pseudo_label,
@@ -259,8 +259,9 @@ def test_unknown_names_and_bad_inputs_are_rejected():
 def _true_pitch(spec, utt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Replay an utterance's synthesis up to its F0 track and voicing envelope: per 10 ms frame
     the true F0 (Hz), and whether the frame is voiced throughout / unvoiced throughout."""
-    from ssl_speech.data import synthesis, synthetic
-    from ssl_speech.data.phonetics import plan_utterance
+    from ssl_speech.data.synthetic import generate as synthetic
+    from ssl_speech.data.synthetic import synthesis
+    from ssl_speech.data.synthetic.phonetics import plan_utterance
 
     lexicon, speakers, _ = synthetic._world(spec)
     rng = synthetic._rng(spec, synthetic._STREAM_UTTERANCE, utt.index)
@@ -280,8 +281,8 @@ def _true_pitch(spec, utt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_pitch_tracker_recovers_the_embedded_corpus_f0(tiny_corpus):
     import json
 
-    from ssl_speech.data import synthetic
     from ssl_speech.data.audio import read_audio
+    from ssl_speech.data.synthetic import generate as synthetic
 
     spec = synthetic.SyntheticCorpusSpec(**json.loads((tiny_corpus / "corpus.json").read_text())
                                          ["spec"])

@@ -1,7 +1,7 @@
 """Frame-level pseudo-labels: signal descriptors that can serve as pretext-task targets.
 
 Each extractor maps a waveform at 16 kHz to one value (or one vector) per encoder frame and
-follows the frame convention of the labels and of :mod:`ssl_speech.eval.baseline_features`:
+follows the frame convention of the labels and of :mod:`ssl_speech.signal.baseline_features`:
 with ``hop`` samples per frame, a recording of ``S`` samples has ``T = S // hop`` frames and
 frame ``t`` describes the audio around the centre of its span ``[hop t, hop t + hop)``, i.e.
 sample ``hop t + hop / 2``. Analysis windows are centred there; the signal is extended by
@@ -36,7 +36,7 @@ name                      dims  value and unit
 
 The spectral descriptors all come from one short-time power spectrum, the very STFT of the
 log-mel baseline (512-point FFT, 25 ms Hann window, the filterbank shared with it), so
-``log_mel`` equals :func:`~ssl_speech.eval.baseline_features.log_mel_features` frame for frame.
+``log_mel`` equals :func:`~ssl_speech.signal.baseline_features.log_mel_features` frame for frame.
 
 The F0 tracker (:func:`pitch_track`) takes its period candidates from YIN's cumulative-mean
 normalised difference function (de Cheveigné and Kawahara, 2002) and chooses among them, and
@@ -59,8 +59,9 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from ssl_speech.eval.baseline_features import HOP, SAMPLE_RATE, WIN, _mel_transform
-from ssl_speech.eval.dtw import single_thread
+from ssl_speech.data.audio import SAMPLE_RATE
+from ssl_speech.signal.baseline_features import HOP, WIN, _mel_transform
+from ssl_speech.signal.single_thread import single_thread
 
 N_FFT = 512  # the log-mel baseline's FFT size
 N_MELS = 40

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_speech.benchmark import (
+from ssl_speech.data.batch import Batch
+from ssl_speech.nn.context import LSTMContext
+from ssl_speech.nn.encoders import CPCEncoder
+from ssl_speech.nn.model import SSLModel
+from ssl_speech.objectives.cpc import CPC
+from ssl_speech.studies.benchmark import (
     PRESETS,
     BenchmarkSettings,
     cases_for,
@@ -22,11 +27,6 @@ from ssl_speech.benchmark import (
     markdown_table,
     worker_environment,
 )
-from ssl_speech.data.batch import Batch
-from ssl_speech.nn.context import LSTMContext
-from ssl_speech.nn.encoders import CPCEncoder
-from ssl_speech.nn.model import SSLModel
-from ssl_speech.objectives.cpc import CPC
 from ssl_speech.train.trainer import TrainModule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-from ssl_speech.train.metrics_log import MetricsLogger, read_metrics
+from ssl_speech.runs.metrics_log import MetricsLogger, read_metrics
 
 
 def test_log_and_resume_truncates_later_lines(tmp_path):

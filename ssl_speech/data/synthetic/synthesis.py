@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssl_speech.data.phonetics import INVENTORY, PLACES, SCHWA, SILENCE, Phone, Token
+from ssl_speech.data.audio import SAMPLE_RATE
+from ssl_speech.data.synthetic.phonetics import INVENTORY, PLACES, SCHWA, SILENCE, Phone, Token
 
-SAMPLE_RATE = 16000
 HOP = 80  # samples between synthesis frames (5 ms)
 WINDOW = 2 * HOP  # periodic Hann of twice the hop sums to one
 NFFT = 512  # room for the resonators' ringing after each frame

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.corpus import Corpus, Utterance
 from ssl_speech.eval.features import extract_corpus_features
 from ssl_speech.eval.phone_probe import train_phone_probe
-from ssl_speech.eval.pseudo_labels import check_names
 from ssl_speech.eval.quick_probe import pick_utterances
 from ssl_speech.eval.utility import rank_pseudo_labels
+from ssl_speech.signal.pseudo_labels import check_names
 
 CANDIDATES = ("f0", "voicing", "rms", "spectral_centroid", "zcr", "mfcc")
 
@@ -180,7 +181,7 @@ def compose_run_config(settings: StudySettings, candidate: str, run_dir: Path,
     """The training config of one candidate's run (Hydra's compose API)."""
     from hydra import compose, initialize_config_dir
 
-    from ssl_speech.train.__main__ import config_dir
+    from ssl_speech.config import config_dir
 
     data = ["data=synthetic"] if corpus_root is None else [
         "data=librispeech", f"data.root={corpus_root}",
@@ -227,7 +228,7 @@ def _probe_accuracy(model: torch.nn.Module, train: list[Utterance], test: list[U
         features["train"], {u.id: alignments[u.id] for u in train},
         {"dev": (features["test"], {u.id: alignments[u.id] for u in test})},
         epochs=settings.probe_epochs, lr=settings.probe_lr, seed=settings.seed,
-        frame_step=float(model.hop) / 16000,
+        frame_step=float(model.hop) / SAMPLE_RATE,
     )
     return results["dev"].accuracy
 

@@ -3,7 +3,7 @@ import warnings
 import pytest
 import torch
 
-from ssl_speech.train import checkpoint as ckpt
+from ssl_speech.runs import checkpoint as ckpt
 
 
 def _state(step: int) -> dict:

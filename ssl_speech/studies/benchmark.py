@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from ssl_speech.data.audio import SAMPLE_RATE
+
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
     # The CPC_audio default configuration (configs/experiment/cpc_audio.yaml), and aligned CPC
     # (K = 8, M = 12) and linear heads under the same encoder, context, negatives and optimizer.
@@ -59,7 +61,6 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
 PRECISIONS = ("32", "bf16", "16")
 OMP_WAIT_POLICIES = ("passive", "active")
 _DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
-_SAMPLE_RATE = 16_000
 
 
 @dataclass
@@ -145,7 +146,7 @@ def cases_for(objectives: list[str], heads: list[str], encoders: list[str],
 def _objective_has_head(objective: str) -> bool:
     from omegaconf import OmegaConf
 
-    from ssl_speech.train.__main__ import config_dir
+    from ssl_speech.config import config_dir
 
     path = os.path.join(config_dir(), "objective", f"{objective}.yaml")
     if not os.path.isfile(path):
@@ -340,7 +341,7 @@ def compose_case(overrides: tuple[str, ...], settings: BenchmarkSettings, run_di
     """The resolved training config of a case (Hydra ``compose`` of ``configs/``)."""
     from hydra import compose, initialize_config_dir
 
-    from ssl_speech.train.__main__ import config_dir
+    from ssl_speech.config import config_dir
 
     fixed = [f"run_dir={run_dir}", "run_name=benchmark", "probe.enabled=false",
              f"trainer.device={settings.device}", f"trainer.precision={settings.precision}",
@@ -647,7 +648,7 @@ def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict
             "ms_per_step_max": 1e3 * max(times[name]),
             "repeats": len(times[name]),
             "sequences_per_s": info["batch_size"] / step_s,
-            "audio_s_per_s": info["batch_size"] * info["window"] / _SAMPLE_RATE / step_s,
+            "audio_s_per_s": info["batch_size"] * info["window"] / SAMPLE_RATE / step_s,
             "peak_memory_mb": info["peak_memory_bytes"] / 2**20,
             "memory_kind": "cuda_max_allocated" if settings.device.startswith("cuda")
             else "rss_peak",

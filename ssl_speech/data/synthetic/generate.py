@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ssl_speech.data.phonetics import PHONES, SILENCE, Lexicon, Token, plan_utterance
-from ssl_speech.data.synthesis import (
+from ssl_speech.data.synthetic.phonetics import PHONES, SILENCE, Lexicon, Token, plan_utterance
+from ssl_speech.data.synthetic.synthesis import (
     HOP,
     SAMPLE_RATE,
     Channel,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_speech.eval.baseline_features import (
+from ssl_speech.signal.baseline_features import (
     baseline_features,
     log_mel_features,
     mfcc_features,

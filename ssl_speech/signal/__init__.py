@@ -1,0 +1,1 @@
+"""Signal processing without learning: log-mel/MFCC baselines, frame descriptors, pitch."""
