@@ -29,7 +29,7 @@ from ssl_speech.studies.benchmark import (
 )
 from ssl_speech.train.trainer import TrainModule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cpc_step_flops(B: int, S: int, D: int, H: int, K: int, N: int) -> int:
