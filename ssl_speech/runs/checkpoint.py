@@ -19,6 +19,9 @@ from typing import Any
 
 import torch
 
+from ssl_speech.nn.model import CONFIG_NAME, WEIGHTS_NAME, SSLModel
+from ssl_speech.nn.model_config import MAX_PARAMETERS, build_model, check_state_dict
+
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
@@ -124,8 +127,14 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file, or the newest valid checkpoint of a run directory."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint file, or the newest valid checkpoint of a run directory.
+
+    Only plain data is read (``torch.load(weights_only=True)``): a file holding pickled objects
+    or code is refused. With ``mmap`` the tensors stay in the file until used, so a file whose
+    tensors declare absurd sizes costs no memory before it is checked.
+    """
     path = Path(path)
     if path.is_dir():
         found = latest_valid_checkpoint(path)
@@ -141,35 +150,64 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if problem is not None:
             raise CheckpointError(f"checkpoint {path} is corrupt: {problem}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # truncated zip, wrong format, pickled code objects
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {err}. Checkpoints are read as plain data only; "
+            "a file holding pickled objects or code is refused."
+        ) from err
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an ssl_speech checkpoint (no 'model' entry)")
     state["path"] = str(path)
     return state
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild the ``SSLModel`` stored in a checkpoint, in eval mode, with its config attached.
+def is_exported_dir(path: str | Path) -> bool:
+    """True for a directory written by ``export_model`` (``config.json`` + weights)."""
+    path = Path(path)
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
 
-    ``path`` is a checkpoint file or a run directory (its newest valid checkpoint). The model is
-    built from the checkpoint's resolved config (``encoder`` and ``context`` entries with their
-    ``_target_``) and ``model.config`` holds that config as a plain dict.
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               extra_classes: dict[str, type] | None = None,
+               max_parameters: int = MAX_PARAMETERS) -> SSLModel:
+    """Rebuild the ``SSLModel`` stored in a checkpoint or exported directory, in eval mode.
+
+    ``path`` is a checkpoint file, a run directory (its newest valid checkpoint) or a directory
+    written by :func:`ssl_speech.runs.export.export_model`. The model is built from the stored
+    ``encoder`` and ``context`` configs through :func:`ssl_speech.nn.model_config.build_model`:
+    only the library's own model classes (plus ``extra_classes``, if the caller trusts more),
+    checked over the whole config before anything is built; the stored weights must match the
+    built model's names and shapes. Loading never calls anything else a file names.
+
+    Attributes set on the model: ``config`` (the stored config as a plain dict),
+    ``checkpoint_path`` (the weights file), ``checkpoint_step``.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or not a checkpoint.
+        UnsafeConfigError: the config names something else, or the weights do not fit.
     """
-    from hydra.utils import instantiate
-
-    from ssl_speech.nn.model import SSLModel
-
-    state = load_checkpoint(path, map_location=map_location)
+    path = Path(path)
+    if is_exported_dir(path):
+        model = SSLModel.from_pretrained(path, map_location=map_location,
+                                         extra_classes=extra_classes,
+                                         max_parameters=max_parameters)
+        model.checkpoint_path = str(path / WEIGHTS_NAME)
+        model.checkpoint_step = int(model.config.get("provenance", {}).get("step") or 0)
+        return model
+    state = load_checkpoint(path, map_location="cpu", mmap=True)
+    source = state["path"]
     config = state.get("config")
-    if not config or "encoder" not in config or "context" not in config:
-        raise CheckpointError(f"{state['path']} has no encoder/context config to rebuild from")
-    model = SSLModel(instantiate(config["encoder"]), instantiate(config["context"]))
+    if not isinstance(config, dict) or "encoder" not in config or "context" not in config:
+        raise CheckpointError(f"{source} has no encoder/context config to rebuild from")
+    model = build_model(config, source, extra_classes, max_parameters)
+    check_state_dict(model, state["model"], source)
     model.load_state_dict(state["model"])
+    step = int(state.get("step", 0))
+    del state  # drops the file mapping
     model.to(map_location)
     model.eval()
     model.config = config
-    model.checkpoint_path = state["path"]
-    model.checkpoint_step = int(state.get("step", 0))
+    model.checkpoint_path = source
+    model.checkpoint_step = step
     return model
