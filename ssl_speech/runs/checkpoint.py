@@ -127,13 +127,13 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    mmap: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint file, or the newest valid checkpoint of a run directory.
 
     Only plain data is read (``torch.load(weights_only=True)``): a file holding pickled objects
-    or code is refused. With ``mmap`` the tensors stay in the file until used, so a file whose
-    tensors declare absurd sizes costs no memory before it is checked.
+    or code is refused, and so is a tensor whose stored bytes are fewer than it declares
+    (``torch.load`` checks each record against its declared size; it does not with ``mmap``,
+    which is why it is not used here).
     """
     path = Path(path)
     if path.is_dir():
@@ -150,7 +150,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         if problem is not None:
             raise CheckpointError(f"checkpoint {path} is corrupt: {problem}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, pickled code objects
         raise CheckpointError(
             f"cannot read checkpoint {path}: {err}. Checkpoints are read as plain data only; "
@@ -195,7 +195,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
         model.checkpoint_path = str(path / WEIGHTS_NAME)
         model.checkpoint_step = int(model.config.get("provenance", {}).get("step") or 0)
         return model
-    state = load_checkpoint(path, map_location="cpu", mmap=True)
+    state = load_checkpoint(path, map_location="cpu")
     source = state["path"]
     config = state.get("config")
     if not isinstance(config, dict) or "encoder" not in config or "context" not in config:
@@ -204,7 +204,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     check_state_dict(model, state["model"], source)
     model.load_state_dict(state["model"])
     step = int(state.get("step", 0))
-    del state  # drops the file mapping
     model.to(map_location)
     model.eval()
     model.config = config
