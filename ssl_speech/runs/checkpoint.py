@@ -9,6 +9,7 @@ incomplete or corrupt and is skipped with a warning in favour of the previous on
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -45,8 +46,9 @@ def file_sha256(path: str | Path) -> str:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -56,10 +58,55 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_failed(path: Path, err: BaseException) -> CheckpointError:
+    full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left" in str(err)
+    hint = (
+        "the disk is full: free space, or keep fewer checkpoints (trainer.keep_last)"
+        if full else "check that the directory is writable and has space"
+    )
+    return CheckpointError(
+        f"cannot write checkpoint {path}: {err}. {hint.capitalize()}; the checkpoints written "
+        "before are untouched, and a resume starts from the newest of them."
+    )
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete temporary files left by checkpoint writes that were killed; returns them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.name.startswith(".ckpt-")
+             and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename), then its hash."""
+    """Write ``state`` to ``path`` so that a kill at any byte leaves no usable-looking wreck.
+
+    Order: temporary file in the same directory, ``torch.save``, fsync, hash; the old sidecar
+    (if ``path`` is re-saved) is removed; rename onto ``path``; the ``.sha256`` sidecar written
+    the same way; the directory fsynced. A kill before the sidecar's rename leaves ``path``
+    without a sidecar, which :func:`latest_valid_checkpoint` skips; temporaries of killed
+    writes are removed by the next save.
+
+    Raises:
+        CheckpointError: the write failed (disk full, read-only directory); the temporary file
+            is removed and earlier checkpoints are untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    sidecar = path.with_name(path.name + ".sha256")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -67,16 +114,20 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest = file_sha256(tmp)
+        sidecar.unlink(missing_ok=True)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_failed(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        _atomic_write_bytes(sidecar, f"{digest}  {path.name}\n".encode())
+        _fsync_dir(path.parent)
+    except OSError as err:
+        path.unlink(missing_ok=True)  # unverifiable without its sidecar
+        raise _write_failed(path, err) from err
     return path
 
 
