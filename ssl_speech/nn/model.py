@@ -160,6 +160,8 @@ class SSLModel(nn.Module):
         - Other contexts (Transformer, identity): each chunk is run with ``overlap_seconds`` of
           extra frames on the left (and, if not causal, on the right), and only the chunk's own
           frames are kept: exact when the recording fits in one chunk or the overlap covers it.
+          With several layers asked, the encoder layer is taken from that same pass, so for an
+          encoder with window statistics it reflects the chunk with its overlap.
 
         A batch whose recordings all fit in one chunk runs the context as one padded pass with a
         padding mask (the bidirectional Transformer attends to no padding frame), after encoding
