@@ -200,7 +200,7 @@ class SSLModel(nn.Module):
             if not batched:
                 outputs = self._extract_one(recordings[0], indices, chunk, overlap)
             elif max(self.num_frames(r.numel()) for r in recordings) <= chunk:
-                outputs = self._extract_padded(recordings, indices)
+                outputs = self.padded_layers(recordings, names)
             else:
                 outputs = _pad_frames(
                     [self._extract_one(r, indices, chunk, overlap) for r in recordings]
@@ -249,21 +249,28 @@ class SSLModel(nn.Module):
                 out[start:stop] = z if i is None else layers[i]
         return outs
 
-    def _extract_padded(self, recordings: list[Tensor], indices: list[int | None]) -> list[Tensor]:
-        """One padded pass over recordings that each fit one chunk: ``(B, T_max, F)`` each."""
+    def padded_layers(self, recordings: Sequence[Tensor], names: Sequence[str]) -> list[Tensor]:
+        """The layers ``names`` of a batch in one padded pass: ``(B, T_max, F)`` each.
+
+        ``recordings``: 16 kHz ``(S_b,)`` tensors. Each is encoded alone (the encoders'
+        convolutions pad every layer with zeros and some norms pool over time, so a padded
+        batch would change the last frames), then the context runs once over the padded batch
+        with a padding mask. Frames past ``num_frames(S_b)`` are zero. Unlike ``extract``, no
+        chunking, and gradients flow when enabled (for fine-tuning); the module's mode is the
+        caller's.
+        """
+        indices = [self._layer_index(name) for name in names]
         device = self._device()
         frames = torch.tensor([self.num_frames(r.numel()) for r in recordings])
         T = int(frames.max())
         if T == 0:
             return [torch.zeros(len(recordings), 0, self.latent_dim if i is None else self.dim,
                                 device=device) for i in indices]
-        # The encoder runs on each recording alone: its convolutions pad with zeros at every
-        # layer (and some norms pool over time), so a padded batch would change the last frames.
-        z = torch.zeros(len(recordings), T, self.latent_dim, device=device)
-        for b, (r, n) in enumerate(zip(recordings, frames.tolist())):
-            if n:
-                x = r[: n * self.hop].to(device=device, dtype=torch.float32)
-                z[b, :n] = self.encoder(x.view(1, 1, -1))[0]
+        z = torch.nn.utils.rnn.pad_sequence([
+            self.encoder(r[: n * self.hop].to(device=device, dtype=torch.float32).view(1, 1, -1))[0]
+            if n else torch.zeros(0, self.latent_dim, device=device)
+            for r, n in zip(recordings, frames.tolist())
+        ], batch_first=True)
         padding = torch.arange(T)[None, :] >= frames[:, None]
         padding = padding.to(device)
         z = z.masked_fill(padding[..., None], 0.0)
