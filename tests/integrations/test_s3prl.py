@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 
@@ -82,3 +85,33 @@ def test_s3prl_featurizer_accepts_the_expert(exported):
     wavs = waves()
     features = featurizer(wavs, expert(wavs))
     assert [f.shape for f in features] == [(100, 16), (69, 16), (25, 16)]
+
+
+def test_s3prl_upstream_wrapper_runs_the_registered_expert(exported, monkeypatch):
+    """s3prl's own S3PRLUpstream (the entry SUPERB recipes use) over the registered entry.
+
+    s3prl 0.4.18's hub imports every bundled upstream, and one of them calls
+    ``torchaudio.set_audio_backend``, gone from torchaudio 2.x; so the hub registry that
+    S3PRLUpstream looks names up in is replaced by a module holding only our entry.
+    """
+    s3prl = pytest.importorskip("s3prl")
+    registry = types.ModuleType("s3prl.hub")
+    registry.ssl_speech_local = ssl_speech_local
+    monkeypatch.setitem(sys.modules, "s3prl.hub", registry)
+    monkeypatch.setattr(s3prl, "hub", registry, raising=False)
+    for name in [m for m in sys.modules if m.startswith("s3prl.nn")]:
+        monkeypatch.delitem(sys.modules, name)
+    from s3prl.nn.upstream import S3PRLUpstream
+
+    upstream = S3PRLUpstream("ssl_speech_local", path_or_url=str(exported)).eval()
+    assert upstream.num_layers == 4 and upstream.hidden_sizes == [16] * 4
+    assert upstream.downsample_rates == [160] * 4
+    wavs = waves()
+    padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    lengths = torch.tensor([w.numel() for w in wavs])
+    with torch.no_grad():
+        hidden, hidden_lengths = upstream(padded, lengths)
+    assert [h.shape for h in hidden] == [(3, 100, 16)] * 4
+    assert hidden_lengths[0].tolist() == [100, 69, 25]
+    alone = upstream.upstream.model.extract(wavs[1], layers=["context.2"])["context.2"]
+    torch.testing.assert_close(hidden[3][1, :68], alone, atol=1e-5, rtol=1e-5)
