@@ -1,8 +1,10 @@
 """The self-supervised model: an encoder followed by a context network.
 
 ``SSLModel.forward`` is what the objectives drive during training; ``SSLModel.extract`` turns a
-recording of any length into frame features for evaluation and export, in chunks so that memory
-stays bounded for hours of audio.
+recording of any length, or a batch of them, into frame features of one or several layers for
+evaluation and export, in chunks so that memory stays bounded for hours of audio.
+``save_pretrained`` / ``from_pretrained`` write and read a slim exported directory
+(``pretrained.py``; built only through the allowlist of ``model_config.py``).
 
 Frame convention: a recording of ``S`` samples has ``T = S // hop`` frames; frame ``t`` nominally
 covers samples ``[t * hop, (t + 1) * hop)`` (the encoders' ``offset`` is 0) and the trailing
@@ -23,7 +25,6 @@ from torch import Tensor, nn
 
 from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.nn import pretrained
-from ssl_speech.nn.pretrained import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401 (re-exported)
 
 
 class SSLModel(nn.Module):
@@ -34,6 +35,9 @@ class SSLModel(nn.Module):
         dim: context size H.
         latent_dim: encoder size D.
         frame_step: seconds per frame, ``hop / 16000``.
+        sample_rate: 16000, the rate the model reads (``extract`` resamples other rates).
+        config: set by ``build_model``, ``load_model`` and ``from_pretrained``: the stored
+            config (``encoder`` and ``context`` entries at least); ``save_pretrained`` needs it.
 
     Args:
         encoder: an encoder (see ``ssl_speech.nn.encoders``).
@@ -53,6 +57,7 @@ class SSLModel(nn.Module):
         self.dim: int = context.dim
         self.latent_dim: int = encoder.dim
         self.frame_step: float = encoder.hop / SAMPLE_RATE
+        self.sample_rate: int = SAMPLE_RATE
 
     # ------------------------------------------------------------------------------------------
     # Saving and loading a slim directory (huggingface_hub's PyTorchModelHubMixin layout)
@@ -80,17 +85,18 @@ class SSLModel(nn.Module):
         own model classes and the weights must match the built model (see ``model_config``).
         A repo id needs ``huggingface_hub``.
         """
-        return pretrained.from_pretrained(pretrained_model_name_or_path, map_location=map_location,
-                               revision=revision, cache_dir=cache_dir,
-                               local_files_only=local_files_only, token=token,
-                               extra_classes=extra_classes, max_parameters=max_parameters)
+        return pretrained.from_pretrained(
+            pretrained_model_name_or_path, map_location=map_location, revision=revision,
+            cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            extra_classes=extra_classes, max_parameters=max_parameters,
+        )
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None,
                     token: str | None = None, commit_message: str = "Upload ssl_speech model",
                     provenance: dict[str, Any] | None = None) -> str:
         """Save to a temporary directory and upload it to the Hub (needs ``huggingface_hub``)."""
         return pretrained.push_to_hub(self, repo_id, private=private, token=token,
-                           commit_message=commit_message, provenance=provenance)
+                                      commit_message=commit_message, provenance=provenance)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames for ``num_samples`` samples: ``num_samples // hop``."""

@@ -5,6 +5,9 @@ strings, lists and dicts only (the resolved config is stored as a plain containe
 tensors). Files are named ``ckpt-<step:08d>.pt`` in ``<run_dir>/checkpoints/`` with a sidecar
 ``.sha256`` written after the checkpoint itself; a checkpoint without a matching sidecar is
 incomplete or corrupt and is skipped with a warning in favour of the previous one.
+
+``load_model`` rebuilds a model from a checkpoint, run directory or exported directory without
+running anything the file names (see ``docs/safety.md``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any
 
 import torch
 
-from ssl_speech.nn.model import CONFIG_NAME, WEIGHTS_NAME, SSLModel
+from ssl_speech.nn.model import SSLModel
 from ssl_speech.nn.model_config import MAX_PARAMETERS, build_model, check_state_dict
+from ssl_speech.nn.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
