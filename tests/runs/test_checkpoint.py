@@ -86,6 +86,7 @@ def _in_child(fault, action) -> int:
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
+            torch.set_num_threads(1)  # no intra-op pool inherited half-made from the parent
             fault()
             action()
         finally:
