@@ -78,8 +78,6 @@ def _constructor_arguments(cls: type) -> set[str] | None:
 
 def _check_plain(value: Any, key: str, source: str) -> None:
     if isinstance(value, _PLAIN):
-        if isinstance(value, float) and value != value:
-            return  # NaN is data, if odd
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):

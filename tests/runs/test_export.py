@@ -130,3 +130,10 @@ def test_command_line(run_dir, tmp_path, capsys):
         main([str(tmp_path / "nowhere"), str(tmp_path / "x")])
     assert info.value.code == 2
     assert "error: checkpoint" in capsys.readouterr().err
+
+
+def test_an_incomplete_export_is_named(run_dir, tmp_path):
+    out = export_model(run_dir, tmp_path / "exported")
+    (out / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors: the export is incomplete"):
+        ckpt.load_model(out)
