@@ -137,3 +137,12 @@ def test_an_incomplete_export_is_named(run_dir, tmp_path):
     (out / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no model.safetensors: the export is incomplete"):
         ckpt.load_model(out)
+
+
+def test_a_missing_relative_path_is_not_silently_taken_for_a_hub_repo(tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="neither a local exported directory nor a Hub"):
+        SSLModel.from_pretrained("exported/missing", local_files_only=True,
+                                 cache_dir=tmp_path / "cache")
