@@ -29,6 +29,7 @@ from ssl_speech.data.corpus.utterances import (
 
 DEFAULT_THREADS = 8
 _CHUNK = 2048  # files judged per round: bounds the work done past a fatal file
+_SLICE = 32  # files per thread task
 
 
 @dataclass(frozen=True)
@@ -124,17 +125,20 @@ class Collector:
             for first in range(0, len(jobs), _CHUNK):
                 chunk = jobs[first : first + _CHUNK]
                 opening = [j for j in chunk if j.error is None and not j.trusted]
-                stamps = [None if known is None else known.get(j.key) for j in opening]
-                verify = [self.verify] * len(opening)
-                paths = [j.path for j in opening]
-                headers = (pool.map(read_header, paths, verify, stamps) if pool
-                           else map(read_header, paths, verify, stamps))
+                work = [(j.path, None if known is None else known.get(j.key)) for j in opening]
+                # A task per slice, not per file: a future costs about as much as a cached stat.
+                slices = [work[i : i + _SLICE] for i in range(0, len(work), _SLICE)]
+                headers = [h for part in (pool.map(self._read_slice, slices) if pool
+                                          else map(self._read_slice, slices)) for h in part]
                 by_job = dict(zip(map(id, opening), headers))
                 for job in chunk:
                     self._judge(job, by_job.get(id(job)))
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+
+    def _read_slice(self, work: list[tuple[Path, FileStamp | None]]) -> list[FileHeader]:
+        return [read_header(path, self.verify, stamp) for path, stamp in work]
 
     def _judge(self, job: FileJob, header: FileHeader | None) -> None:
         if job.trusted and job.error is None:
