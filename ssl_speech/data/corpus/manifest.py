@@ -122,9 +122,9 @@ def read_manifest(
             audio = root / row.rel
             check_extension(audio)
         except (CorpusError, AudioError) as err:
-            collector.list(FileJob(path, error=err))
+            collector.add(FileJob(path, error=err))
             continue
-        collector.list(FileJob(audio, utterance_id(row.rel, ids), row.speaker,
+        collector.add(FileJob(audio, utterance_id(row.rel, ids), row.speaker,
                                expected=row.num_samples, key=row.rel, trusted=not verify))
         if row.stamp is not None:
             stamps[row.rel] = row.stamp
