@@ -9,6 +9,7 @@ pitch track (:mod:`ssl_speech.signal.pitch`). Each descriptor maps it to ``(B, T
 from __future__ import annotations
 
 import math
+import zlib
 from functools import cached_property
 
 import numpy as np
@@ -157,3 +158,15 @@ def mfcc(a: Analysis) -> Tensor:
 
 def f0_praat(a: Analysis) -> Tensor:
     return praat_pitch(a.x, a.hop)
+
+
+def noise(a: Analysis) -> Tensor:
+    """White noise, one standard normal value per frame, independent of the audio's content: a
+    control target. Each row's generator is seeded from its samples' bytes, so the same audio
+    always gets the same values and the values do not depend on the batch around it."""
+    B, S = a.x.shape
+    out = torch.empty(B, S // a.hop)
+    for b, row in enumerate(a.x.detach().cpu().numpy()):
+        seed = zlib.crc32(np.ascontiguousarray(row).tobytes())
+        out[b] = torch.randn(S // a.hop, generator=torch.Generator().manual_seed(seed))
+    return out.to(a.x.device)

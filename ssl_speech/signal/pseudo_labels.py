@@ -32,18 +32,20 @@ name                      dims  value and unit
 ``mfcc``                  13    orthonormal DCT of ``log_mel`` (as the MFCC baseline, no deltas)
 ``f0_praat``              1     Praat's autocorrelation pitch (Hz, NaN unvoiced); optional extra
                                 ``praat-parselmouth``, CPU, per utterance
+``noise``                 1     white noise independent of the audio's content (seeded from its
+                                samples): the noise control of the utility estimate
 ========================  ====  =================================================================
 
 The spectral descriptors all come from one short-time power spectrum, the very STFT of the
 log-mel baseline (512-point FFT, 25 ms Hann window, the filterbank shared with it), so
 ``log_mel`` equals :func:`~ssl_speech.signal.baseline_features.log_mel_features` frame for frame.
 
-The F0 tracker (:func:`pitch_track`) takes its period candidates from YIN's cumulative-mean
-normalised difference function (de Cheveigné and Kawahara, 2002) and chooses among them, and
-between voiced and unvoiced, with a Viterbi path that penalises octave jumps and voicing
-changes (the idea of Praat's path finder, Boersma 1993). On the embedded corpus, whose true F0
-is known, it makes fewer gross errors than Praat's autocorrelation method and far fewer than
-torchaudio's ``detect_pitch_frequency`` (figures in the tests' docstrings).
+The F0 tracker is :func:`ssl_speech.signal.pitch.pitch_track` (YIN candidates, a Viterbi path).
+On the embedded corpus, whose true F0 is known, it makes fewer gross errors than Praat's
+autocorrelation method and far fewer than torchaudio's ``detect_pitch_frequency`` (figures in
+tests/signal/test_pitch.py); its agreement with Praat on real recordings is in
+docs/pseudo_label_utility.md. Framing and the power spectrum: :mod:`ssl_speech.signal.short_time`;
+the descriptors themselves: :mod:`ssl_speech.signal.descriptors`.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ PSEUDO_LABELS: dict[str, PseudoLabel] = {
         PseudoLabel("log_mel", N_MELS, "log power", d.log_mel),
         PseudoLabel("mfcc", N_MFCC, "cepstral coefficient", d.mfcc),
         PseudoLabel("f0_praat", 1, "Hz", d.f0_praat, requires="parselmouth"),
+        PseudoLabel("noise", 1, "standard normal (a control)", d.noise),
     )
 }
 
