@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_speech.eval.utility import rank_pseudo_labels
+from ssl_speech.eval.utility import (
+    CLASS_CONTROL,
+    NOISE_CONTROL,
+    OURS,
+    REFERENCE,
+    EstimatorSetting,
+    estimator_setting,
+    rank_pseudo_labels,
+)
 from ssl_speech.eval.utility_report import format_table, write_table
 
 
@@ -19,12 +27,45 @@ def tiny_utterances(tiny_corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("setting", ["ours", "reference"])
+def test_the_controls_land_where_the_docs_say(tiny_utterances, setting):
+    """docs/pseudo_label_utility.md, "Controls": ours puts the class function at exactly 0,
+    first, and white noise inside the descriptors' range, not at its bottom; the reference
+    centring puts the class function last (least useful)."""
+    utterances, alignments = tiny_utterances
+    candidates = ["f0", "voicing", "rms", "zcr", "spectral_centroid", "mfcc", "loudness"]
+    estimates = rank_pseudo_labels(utterances, candidates, task="phone", alignments=alignments,
+                                   setting=setting)
+    names = [e.name for e in estimates]
+    assert sorted(names) == sorted(candidates + [NOISE_CONTROL, CLASS_CONTROL])
+    by_name = {e.name: e.uniform for e in estimates}
+    descriptors = [by_name[n] for n in candidates]
+    if setting == "ours":
+        assert names[0] == CLASS_CONTROL and abs(by_name[CLASS_CONTROL]) < 1e-9
+        assert min(descriptors) < by_name[NOISE_CONTROL] < max(descriptors)
+    else:
+        assert names[-1] == CLASS_CONTROL and by_name[CLASS_CONTROL] > 0.5
+    assert by_name[NOISE_CONTROL] > 0
+
+
+def test_settings_are_named_and_validated():
+    assert estimator_setting("ours") is OURS and estimator_setting(REFERENCE) is REFERENCE
+    assert (REFERENCE.centring, REFERENCE.variance, REFERENCE.per_dimension) == (
+        "reference", 0.05, False)
+    assert (REFERENCE.phone_points, REFERENCE.speaker_points) == (10, 30)
+    with pytest.raises(ValueError, match="unknown estimator setting"):
+        estimator_setting("paper")
+    with pytest.raises(ValueError, match="target_scaling"):
+        EstimatorSetting("mine", target_scaling="utterances")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["phone", "speaker"])
 def test_rank_pseudo_labels_on_the_embedded_corpus(tiny_utterances, task, tmp_path):
     utterances, alignments = tiny_utterances
     candidates = ["f0", "rms", "mfcc", "spectral_centroid"]
     estimates = rank_pseudo_labels(utterances, candidates, task=task, alignments=alignments,
-                                   chunk_frames=100, min_class_size=3)
+                                   chunk_frames=100, min_class_size=3, controls=False)
     assert sorted(e.name for e in estimates) == sorted(candidates)
     uniform = [e.uniform for e in estimates]
     assert uniform == sorted(uniform) and all(np.isfinite(uniform))
@@ -66,5 +107,6 @@ def test_the_ranking_script_writes_its_table_plot_and_json(tiny_corpus, tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(figures) == {"rms", "zcr"} and all(v >= 0 for v in figures.values())
-    assert (tmp_path / "utility_speaker.tsv").read_text().count("\n") == 3
+    assert set(figures) == {"rms", "zcr", NOISE_CONTROL, CLASS_CONTROL}
+    assert figures[CLASS_CONTROL] == pytest.approx(0.0, abs=1e-9)
+    assert (tmp_path / "utility_speaker.tsv").read_text().count("\n") == 5

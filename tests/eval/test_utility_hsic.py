@@ -151,3 +151,25 @@ def test_all_undefined_targets_give_nan_not_an_error():
     assert np.isnan(result.uniform) and result.num_dropped == 10
     with pytest.raises(ValueError, match="number of segments"):
         conditional_dependence(x, torch.zeros(9), labels)
+
+
+def test_the_reference_centring_scores_a_class_function_at_the_mean_of_k():
+    """With ``H = I - 11^T / n^2``, ``H 1 = (1 - 1/n) 1``: a label constant in the class
+    (``L`` all ones) scores ``(1 - 1/n)^2 sum(K) / (n - 1)^2 = mean(K)`` instead of 0, above a
+    label that varies with ``X``."""
+    x, labels, u = synthetic_segments(num_classes=1, per_class=30)
+    x = x.abs()  # K >= 0 entrywise, as cosine kernels of log-mel segments are
+    K = cosine_kernel(x.double())
+    ones = torch.ones(30, 30, dtype=torch.float64)
+    assert hsic(K, ones, centring="reference").item() == pytest.approx(K.mean().item())
+    assert abs(hsic(K, ones).item()) < 1e-12
+    informative = hsic(K, rbf_kernel(u[:, None].double()), centring="reference")
+    assert informative < K.mean()
+
+
+def test_an_unknown_centring_is_rejected():
+    with pytest.raises(ValueError, match="centring"):
+        centre_kernel(torch.eye(3), centring="double")
+    x, labels, u = synthetic_segments(num_classes=2, per_class=5)
+    with pytest.raises(ValueError, match="centring"):
+        conditional_dependence(x, u, labels, centring="n2")
