@@ -151,7 +151,7 @@ class StudySettings:
     probe_test_utterances: int = 100
     probe_epochs: int = 20
     probe_lr: float = 2e-3
-    speaker_utterances: int = 200
+    speaker_utterances: int = 400
     speaker_epochs: int = 50
     estimate_utterances: int = 200
     class_function_tasks: tuple[str, ...] = TASKS
