@@ -49,9 +49,9 @@ from ssl_speech.eval.utility import (
     TASKS,
     estimate_utilities,
     estimator_setting,
+    extract_corpus_signals,
     task_segments,
 )
-from ssl_speech.eval.utility import extract_corpus_features as extract_labels
 from ssl_speech.eval.utility_validation import (
     RankCorrelation,
     ValidationPanel,
@@ -306,7 +306,7 @@ def _speaker_accuracy(model: torch.nn.Module, utterances: list[Utterance],
 def _estimates(settings: StudySettings, utterances: list[Utterance],
                alignments: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
     names = [c for c in settings.candidates if c != CLASS_CONTROL]
-    features = extract_labels(utterances, names)
+    features = extract_corpus_signals(utterances, names)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in settings.estimator_settings:
         setting = estimator_setting(name)
