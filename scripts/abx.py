@@ -18,7 +18,8 @@ import math
 
 from ssl_speech.data.corpus import load_corpus
 from ssl_speech.eval import cli
-from ssl_speech.eval.abx import CONTEXTS, MODES, FeatureSource, abx_scores, read_items
+from ssl_speech.data.labels import read_abx_items
+from ssl_speech.eval.abx import CONTEXTS, MODES, FeatureSource, abx_scores
 from ssl_speech.eval.features import FeatureDir, check_frame_step, is_feature_dir, open_features
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | None]:
         import torch
 
         torch.set_num_threads(args.threads)
-    read_items(args.item_file)  # a malformed item file fails before a model is loaded
+    read_abx_items(args.item_file)  # a malformed item file fails before a model is loaded
     features, frame_step = feature_source(args)
     result = abx_scores(features, args.item_file, frame_step=frame_step,
                         mode=args.mode, context=args.context, max_size_group=args.max_size_group,
