@@ -48,13 +48,16 @@ def log_mel_of(utterances: list[Utterance]) -> dict[str, np.ndarray]:
     return read_many(baseline_features_of(utterances, "log_mel"), [u.id for u in utterances])
 
 
-def quick_split(train_corpus: Corpus, test_corpus: Corpus, alignments: dict[str, np.ndarray],
-                train_utterances: int, test_utterances: int, seed: int,
-                ) -> tuple[ProbeSplit, list[Utterance]]:
-    """The quick probe's utterances (seeded draws), and all of them for computing features."""
+def quick_split(train_corpus: Corpus, test_corpus: Corpus,
+                alignments: dict[str, np.ndarray] | None, train_utterances: int,
+                test_utterances: int, seed: int) -> tuple[ProbeSplit, list[Utterance]]:
+    """The quick probe's utterances (seeded draws), and all of them for computing features.
+
+    ``alignments=None`` gives a split without labels (for the speaker probe alone).
+    """
     train = pick_utterances(train_corpus, train_utterances, seed)
     test = pick_utterances(test_corpus, test_utterances, seed + 1)
-    labels = labels_for(train + test, alignments)
+    labels = labels_for(train + test, alignments) if alignments is not None else {}
     split = ProbeSplit(labels, [u.id for u in train], {"dev": [u.id for u in test]},
                        speakers={u.id: u.speaker for u in train})
     return split, train + test
