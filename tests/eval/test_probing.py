@@ -34,7 +34,8 @@ def make_sources(seed: int = 0):
 def test_probe_runs_every_source_on_one_split(tmp_path):
     sources, split = make_sources()
     protocol = ProbeProtocol(lr=2e-2, batch_size=64, epochs=40)
-    outcomes = probe(sources, split, protocol, speaker_protocol=SpeakerProtocol(epochs=100, lr=5e-2))
+    speaker = SpeakerProtocol(epochs=100, lr=5e-2)
+    outcomes = probe(sources, split, protocol, speaker_protocol=speaker)
     assert set(outcomes) == {"good", "noise"}
     assert outcomes["good"].phone["test"].accuracy > 0.9
     assert outcomes["noise"].phone["test"].accuracy < 0.5
