@@ -37,13 +37,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.batch import Batch
 from ssl_speech.data.corpus import Corpus, Utterance
-from ssl_speech.eval.features import extract_corpus_features
-from ssl_speech.eval.phone_probe import train_phone_probe
+from ssl_speech.eval.features import model_features
+from ssl_speech.eval.probing import ProbeSplit, probe
+from ssl_speech.eval.protocols import ProbeProtocol, SpeakerProtocol
 from ssl_speech.eval.quick_probe import pick_utterances
-from ssl_speech.eval.speaker_probe import held_out_utterance_split, train_speaker_probe
 from ssl_speech.eval.utility import (
     CLASS_CONTROL,
     TASKS,
@@ -280,27 +279,27 @@ def _training_figures(run_dir: Path, records: int = 5) -> tuple[float, float]:
 def _probe_accuracy(model: torch.nn.Module, train: list[Utterance], test: list[Utterance],
                     alignments: dict[str, np.ndarray], settings: StudySettings,
                     seed: int = 0) -> float:
-    features = {name: extract_corpus_features(model, utts, "context")
-                for name, utts in (("train", train), ("test", test))}
-    results = train_phone_probe(
-        features["train"], {u.id: alignments[u.id] for u in train},
-        {"dev": (features["test"], {u.id: alignments[u.id] for u in test})},
-        epochs=settings.probe_epochs, lr=settings.probe_lr, seed=seed,
-        frame_step=float(model.hop) / SAMPLE_RATE,
-    )
-    return results["dev"].accuracy
+    """Phone accuracy on ``test`` of a linear probe trained on ``train`` for a fixed number of
+    epochs (every run gets the same schedule)."""
+    split = ProbeSplit({u.id: alignments[u.id] for u in [*train, *test]}, [u.id for u in train],
+                       {"dev": [u.id for u in test]})
+    protocol = ProbeProtocol(name="fixed", epochs=settings.probe_epochs, lr=settings.probe_lr,
+                             validation_fraction=None, patience=None, seed=seed)
+    features = model_features(model, [*train, *test], "context")
+    outcome = probe({"model": features}, split, protocol, in_memory=True)["model"]
+    return outcome.phone["dev"].accuracy
 
 
 def _speaker_accuracy(model: torch.nn.Module, utterances: list[Utterance],
                       settings: StudySettings, seed: int = 0) -> float:
-    speakers = {u.id: u.speaker for u in utterances}
-    train_ids, test_ids = held_out_utterance_split(speakers, 0.2, seed)
-    features = extract_corpus_features(model, utterances, "context")
-    results = train_speaker_probe(
-        {u: features[u] for u in train_ids}, {u: speakers[u] for u in train_ids},
-        {"held_out": ({u: features[u] for u in test_ids}, {u: speakers[u] for u in test_ids})},
-        epochs=settings.speaker_epochs, seed=seed)
-    return results["held_out"].accuracy
+    """Speaker accuracy on held-out utterances of the same speakers."""
+    split = ProbeSplit({}, [u.id for u in utterances], {},
+                       speakers={u.id: u.speaker for u in utterances})
+    protocol = SpeakerProtocol(epochs=settings.speaker_epochs, seed=seed)
+    features = model_features(model, utterances, "context")
+    outcome = probe({"model": features}, split, speaker_protocol=protocol, phone=False,
+                    in_memory=True)["model"]
+    return outcome.speaker.accuracy
 
 
 def _estimates(settings: StudySettings, utterances: list[Utterance],
