@@ -27,7 +27,7 @@ from ssl_speech.train.trainer import Trainer, TrainerSettings
 DEVICE_ENV = "SSL_SPEECH_TEST_DEVICE"
 WINDOW = 3200  # 20 frames of 10 ms
 BATCH = 4
-TRANSFORMER = ["context.num_heads=2", "context.ffn_dim=64"]
+TRANSFORMER = ["context.num_heads=2", "context.ffn_dim=64", "context.dropout=0.0"]
 SMALL_OBJECTIVE = {
     "cpc": ["objective=cpc", "objective.num_steps=4", "objective.num_negatives=16"],
     "cpc_transformer_head": ["objective=cpc", "objective.num_steps=4",
