@@ -14,9 +14,14 @@
 #   ddp        two DDP ranks against one process: NCCL on two GPUs (two ranks sharing one GPU
 #              are refused by NCCL, so gloo with CUDA tensors runs there) and, on two GPUs or
 #              more, the training entry point under torchrun with NCCL
-#   bench-*    scripts/benchmark.py: the cpc_audio preset and the default model, fp32 and bf16,
-#              eager then torch.compile, each at its largest batch that fits (reported), with
-#              ms/step, sequences/s and the fraction of the measured matmul rate (MFU)
+#   bench-*    scripts/benchmark.py: CPC_audio's configuration (dense and gathered scores) and
+#              the default model, bf16 and fp32, eager at the largest batch that fits (doubling
+#              from 64; reported), then torch.compile at that batch: ms/step, sequences/s and
+#              the fraction of the measured matmul rate (MFU); last, bf16 with --profile
+#              (time per phase) if time is left
+#
+# --budget SECONDS (default 570) bounds the stages after setup: a stage gets at most what is
+# left, and stages are skipped once less than 20 s is left.
 #
 # Everything goes to one folder (--out, default runs/gpu_check/<UTC time>): stages.jsonl (one
 # line per stage as it ends), results.jsonl (every benchmark row), summary.md, and a log per
@@ -24,7 +29,7 @@
 set -u -o pipefail
 
 usage() {
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -33,7 +38,7 @@ DRY_RUN=0
 OUT=""
 PY=""
 VENV="runs/gpu_check/venv"
-TOTAL_BUDGET=570  # one device command may run 10 minutes; keep a margin to copy results back
+TOTAL_BUDGET=570  # a 10-minute slot with a margin to copy the results back
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) DRY_RUN=1 ;;
@@ -124,6 +129,7 @@ if [ -z "$PY" ]; then
         PY="$VENV/bin/python"
     fi
 fi
+START=$(date +%s)  # the budget bounds the stages after setup
 if ! "$PY" -c "import torch" 2>/dev/null; then
     echo "gpu_check.sh: $PY cannot import torch; see $OUT/setup.log" | tee -a "$SUMMARY" >&2
     exit 1
@@ -177,29 +183,66 @@ if [ "$DRY_RUN" = 0 ] && [ "$GPUS" -ge 2 ]; then
         probe.enabled=false "run_dir=$OUT/ddp-cli-run"
 fi
 
-# benchmark PRECISION COMPILE(0/1) BUDGET
+# The benchmark's cases, NAME=OVERRIDES. CPC_audio's configuration scores densely (every
+# prediction against every latent of the batch), whose score matrix grows as the batch squared
+# and caps the batch that fits; the gathered scores are timed beside it.
+GPU_CASES=("cpc_audio=experiment=cpc_audio"
+           "cpc_audio-gather=experiment=cpc_audio objective.score_method=gather"
+           "default=")
+TINY="encoder.dim=16 context.dim=16 objective.num_steps=4 objective.num_negatives=8 \
+data.window=3200"
+
+# The batch each case of an eager run was timed at, as "NAME BATCH" lines.
+found_batches() {
+    "$PY" -c 'import json, sys
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    if row["kind"] == "step":
+        print(row["case"], row["batch_size"])' "$1" 2>/dev/null
+}
+
+# benchmark PRECISION MODE BUDGET, MODE eager, compiled or profiled: eager runs search each
+# case's largest batch; compiled and profiled runs reuse the batch the eager run found (a case
+# it left none for runs at its config's batch).
 benchmark() {
-    local precision="$1" compile="$2" budget="$3" name="bench-$1"
-    local extra=()
-    if [ "$compile" = 1 ]; then
-        name="$name-compiled"
-        extra+=(--compile)
-    fi
+    local precision="$1" mode="$2" budget="$3" name="bench-$1"
+    local extra=() cases=() case
     if [ "$DRY_RUN" = 1 ]; then
         # One tiny case per precision (each case is a process: start-up dominates here).
-        local tiny="encoder.dim=16 context.dim=16 objective.num_steps=4 objective.num_negatives=8"
         if [ "$precision" = 32 ]; then
-            extra+=(--case "cpc_audio=experiment=cpc_audio $tiny data.window=3200")
+            cases=("cpc_audio=experiment=cpc_audio $TINY")
         else
-            extra+=(--case "default=$tiny encoder.n_mels=20 data.window=3200")
+            cases=("default=$TINY encoder.n_mels=20")
         fi
         extra+=(--threads 1 --batch-size 2 --max-batch-size 4 --warmup 1 --repeats 1
                 --matmul-size 64)
     else
-        # Warm-up steps carry the compilation; the search doubles from 32 sequences.
-        extra+=(--case "cpc_audio=experiment=cpc_audio" --case "default="
-                --batch-size 32 --max-batch-size 4096 --warmup 2 --repeats 3)
+        cases=("${GPU_CASES[@]}")
+        extra+=(--warmup 2 --repeats 3)  # the warm-up steps carry the compilation
     fi
+    if [ "$mode" != eager ]; then
+        [ "$mode" = compiled ] && extra+=(--compile)
+        [ "$mode" = profiled ] && extra+=(--profile)
+        local eager="$OUT/$name.jsonl" batches
+        name="$name-$mode"
+        batches="$(found_batches "$eager")"
+        if [ -n "$batches" ]; then
+            local with_batch=()
+            for case in "${cases[@]}"; do
+                local batch
+                batch=$(echo "$batches" | awk -v n="${case%%=*}" '$1 == n {print $2}')
+                with_batch+=("$case${batch:+ data.batch_size=$batch}")
+            done
+            cases=("${with_batch[@]}")
+        elif [ "$DRY_RUN" = 0 ]; then
+            extra+=(--batch-size 64 --max-batch-size 4096)
+        fi
+    elif [ "$DRY_RUN" = 0 ]; then
+        extra+=(--batch-size 64 --max-batch-size 4096)
+    fi
+    for case in "${cases[@]}"; do
+        extra+=(--case "$case")
+    done
     stage "$name" "$budget" "$PY" scripts/benchmark.py --device "$DEVICE" \
         --precision "$precision" --no-data --quiet "${extra[@]}" \
         --jsonl "$OUT/$name.jsonl" --markdown "$OUT/$name.md"
@@ -209,15 +252,16 @@ benchmark() {
     fi
 }
 
-benchmark 32 0 110
-benchmark bf16 0 110
+benchmark bf16 eager 130
+benchmark 32 eager 110
 if [ "$DRY_RUN" = 1 ]; then
     # Inductor's CPU compile of even a tiny step takes longer than the whole dry run.
     echo "== bench-*-compiled: not run under --dry-run (the same command with --compile)"
     echo "- bench-*-compiled: not run (dry run)" >> "$SUMMARY"
 else
-    benchmark bf16 1 150
-    benchmark 32 1 150
+    benchmark bf16 compiled 140
+    benchmark 32 compiled 120
+    benchmark bf16 profiled 80
 fi
 
 echo

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ssl_speech.eval.abx import ABXItem, abx_scores
 from ssl_speech.eval.phone_probe import train_phone_probe
