@@ -251,10 +251,13 @@ def _synchronize(device: torch.device) -> None:
 
 
 def matmul_throughput(device: torch.device | str, precision: str = "32", size: int = 2048,
-                      repeats: int = 3, min_seconds: float = 0.2) -> float:
+                      repeats: int = 3, min_seconds: float = 0.2, clock=time.perf_counter,
+                      ) -> float:
     """Measured FLOP/s of ``size × size`` matrix products in ``precision``: the device's
     attainable rate for dense work. Each of ``repeats`` measurements runs back-to-back products
-    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts."""
+    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts.
+    ``clock=time.process_time`` gives FLOPs per CPU second of the process's threads instead
+    (CPU only), the rate to set a profile's CPU seconds against."""
     device = torch.device(device)
     dtype = _DTYPES[str(precision)]
     a = torch.randn(size, size, device=device).to(dtype)
@@ -263,13 +266,13 @@ def matmul_throughput(device: torch.device | str, precision: str = "32", size: i
     best = 0.0
     for _ in range(repeats):
         _synchronize(device)
-        start, count = time.perf_counter(), 0
+        start, count = clock(), 0
         while True:
             torch.mm(a, b)
             count += 1
             if count & (count - 1) == 0:  # check the clock at powers of two: few syncs
                 _synchronize(device)
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if elapsed >= min_seconds:
                     break
         best = max(best, 2.0 * size**3 * count / elapsed)
@@ -622,6 +625,7 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
         done = {"peak_memory_bytes": peak_memory_bytes(torch.device(settings.device))}
         if clock is not None:
             done["phase_s"] = clock.mean_seconds()
+            done["phase_cpu_s"] = clock.mean_cpu_seconds()
         conn.send(("done", done))
     except Exception:  # the parent reports it with the case's name
         conn.send(("error", traceback.format_exc()))
@@ -733,6 +737,7 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
     infos: dict[str, dict[str, Any]] = {}
     times: dict[str, list[float]] = {}
     matmul: list[float] = []
+    matmul_cpu: list[float] = []  # per CPU second, for profiles on a CPU
     data_rates: list[float] = []
     data_info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ssl_speech_benchmark_") as run_dir:
@@ -756,6 +761,10 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
             for round_index in range(settings.repeats):
                 matmul.append(matmul_throughput(settings.device, settings.precision,
                                                 settings.matmul_size))
+                if settings.profile and not settings.device.startswith("cuda"):
+                    matmul_cpu.append(matmul_throughput(
+                        settings.device, settings.precision, settings.matmul_size,
+                        clock=time.process_time))
                 for worker in workers:
                     if worker is data_worker:
                         data_rates.append(worker.request("time", None))
@@ -773,12 +782,14 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
         finally:
             for worker in workers:
                 worker.close()
-    return _results(infos, times, matmul, data_info, data_rates, settings)
+    return _results(infos, times, matmul, data_info, data_rates, settings, matmul_cpu)
 
 
-def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict[str, Any]]:
+def _results(infos, times, matmul, data_info, data_rates, settings,
+             matmul_cpu=()) -> list[dict[str, Any]]:
     machine = machine_info(settings.device, settings.threads)
     peak = statistics.median(matmul)
+    cpu_peak = statistics.median(matmul_cpu) if matmul_cpu else None
     common = {"precision": settings.precision, "compile": settings.compile,
               "retain_freed_memory": settings.retain_freed_memory,
               "omp_wait_policy": settings.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY"),
@@ -801,7 +812,7 @@ def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict
             "achieved_flops": flops / step_s,
             "matmul_flops": peak,
             "fraction_of_matmul": flops / step_s / peak,
-            **_phase_figures(info, peak),
+            **_phase_figures(info, peak, cpu_peak),
         })
     if data_rates:
         rate = statistics.median(data_rates)
@@ -813,25 +824,41 @@ def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict
                      "headroom": rate / consumed})
     rows.append({"kind": "matmul", "case": "matmul probe", **common,
                  "matmul_flops": peak, "matmul_flops_max": max(matmul),
+                 "matmul_flops_per_cpu_s": cpu_peak,
                  "matmul_size": settings.matmul_size, "repeats": len(matmul)})
     return rows
 
 
-def _phase_figures(info: dict[str, Any], matmul_flops: float) -> dict[str, Any]:
-    """Per-phase milliseconds, share of the profiled step and fraction of the matmul rate."""
+def _phase_figures(info: dict[str, Any], matmul_flops: float,
+                   matmul_flops_per_cpu_s: float | None = None) -> dict[str, Any]:
+    """Per-phase milliseconds, share of the profiled step and fraction of the matmul rate, in
+    wall time and (CPU, with the probe's rate per CPU second) in CPU time."""
     seconds = info.pop("phase_s", None)
+    cpu_seconds = info.pop("phase_cpu_s", None)
     if seconds is None:
         return {}
     flops = info.get("phase_flops", {})
+
+    def fractions(spent: dict[str, float], rate: float) -> dict[str, float]:
+        return {name: flops.get(name, 0) / value / rate if value > 0 else 0.0
+                for name, value in spent.items()}
+
     total = sum(seconds.values())
-    return {
+    out = {
         "phase_ms": {name: 1e3 * value for name, value in seconds.items()},
         "phase_share": {name: value / total for name, value in seconds.items()},
-        "phase_fraction_of_matmul": {
-            name: flops.get(name, 0) / value / matmul_flops if value > 0 else 0.0
-            for name, value in seconds.items()},
+        "phase_fraction_of_matmul": fractions(seconds, matmul_flops),
         "profiled_ms_per_step": 1e3 * total,
     }
+    if cpu_seconds is not None and matmul_flops_per_cpu_s:
+        cpu_total = sum(cpu_seconds.values())
+        out.update({
+            "phase_cpu_ms": {name: 1e3 * value for name, value in cpu_seconds.items()},
+            "phase_cpu_fraction_of_matmul": fractions(cpu_seconds, matmul_flops_per_cpu_s),
+            "cpu_ms_per_step": 1e3 * cpu_total,
+            "cpu_fraction_of_matmul": info["flops_per_step"] / cpu_total / matmul_flops_per_cpu_s,
+        })
+    return out
 
 
 def _one_machine(rows: list[dict[str, Any]]) -> None:
@@ -892,10 +919,23 @@ def _phase_table(rows: list[dict[str, Any]]) -> list[str]:
     profiled = [r for r in rows if r["kind"] == "step" and "phase_ms" in r]
     if not profiled:
         return []
-    lines = ["", "| case | phase | ms | % of profiled step | % of matmul |",
-             "|---|---|---|---|---|"]
+    with_cpu = all("phase_cpu_ms" in r for r in profiled)
+    header = "| case | phase | ms | % of profiled step | % of matmul |"
+    if with_cpu:
+        header += " CPU ms | % of CPU time | % of matmul per CPU s |"
+    lines = ["", header, "|" + "---|" * (header.count("|") - 1)]
     for r in profiled:
+        cpu_total = sum(r["phase_cpu_ms"].values()) if with_cpu else 0.0
         for name, ms in r["phase_ms"].items():
-            lines.append(f"| {r['case']} | {name} | {ms:.1f} | {100 * r['phase_share'][name]:.0f} "
-                         f"| {100 * r['phase_fraction_of_matmul'][name]:.0f} |")
+            line = (f"| {r['case']} | {name} | {ms:.1f} | {100 * r['phase_share'][name]:.0f} "
+                    f"| {100 * r['phase_fraction_of_matmul'][name]:.0f} |")
+            if with_cpu:
+                cpu = r["phase_cpu_ms"][name]
+                line += (f" {cpu:.1f} | {100 * cpu / cpu_total:.0f} "
+                         f"| {100 * r['phase_cpu_fraction_of_matmul'][name]:.0f} |")
+            lines.append(line)
+        if with_cpu:
+            lines.append(f"| {r['case']} | whole step | {r['profiled_ms_per_step']:.1f} | 100 "
+                         f"| {100 * r['fraction_of_matmul']:.0f} | {cpu_total:.1f} | 100 "
+                         f"| {100 * r['cpu_fraction_of_matmul']:.0f} |")
     return lines

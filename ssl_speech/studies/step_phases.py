@@ -13,6 +13,9 @@ trainer runs it:
 - ``other``: what the step spends outside these (zeroing gradients, the schedule, hooks, the
   loop's Python work).
 
+Each phase is timed in wall seconds and in CPU seconds of the process (:class:`Stamp`); on a
+machine shared with other jobs the CPU seconds are the steadier measure of the work itself.
+
 On CUDA every boundary synchronizes the device, so a profiled step is slower than an
 unprofiled one; the phases' shares are what it is for. FLOPs per phase come from the same
 shape-based count as the step's (forward only for the forward phases; the backward phase gets
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,8 +48,35 @@ def phase_modules(train_module: nn.Module) -> dict[str, nn.Module]:
     return parts
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """A reading of two clocks: wall time, and the CPU time of every thread of the process.
+
+    CPU time is what the step's own threads ran: on a machine shared with other jobs it leaves
+    out the time they waited for a core, so its shares hold still while wall time jumps. With
+    ``OMP_WAIT_POLICY=PASSIVE`` a thread waiting at a barrier sleeps and adds none; an active
+    (spinning) wait counts as CPU time.
+    """
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __add__(self, other: Stamp) -> Stamp:
+        return Stamp(self.wall + other.wall, self.cpu + other.cpu)
+
+    def __sub__(self, other: Stamp) -> Stamp:
+        return Stamp(self.wall - other.wall, self.cpu - other.cpu)
+
+
+def _sum(stamps) -> Stamp:
+    total = Stamp()
+    for stamp in stamps:
+        total = total + stamp
+    return total
+
+
 class PhaseClock:
-    """Accumulates seconds per phase of the steps run while it is attached.
+    """Accumulates wall and CPU seconds per phase of the steps run while it is attached.
 
     Args:
         train_module: the trainer's module (``model`` and ``objective``), not a compiled or
@@ -57,12 +88,12 @@ class PhaseClock:
     def __init__(self, train_module: nn.Module, optimizer: torch.optim.Optimizer,
                  device: torch.device) -> None:
         self.device = torch.device(device)
-        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.seconds = dict.fromkeys(PHASES, Stamp())
         self.steps = 0
-        self._forward_start = self._forward_end = self._optimizer_start = 0.0
+        self._forward_start = self._forward_end = self._optimizer_start = Stamp()
         self._depth = dict.fromkeys(_FORWARD_PARTS, 0)
-        self._part_start = dict.fromkeys(_FORWARD_PARTS, 0.0)
-        self._part_seconds = dict.fromkeys(_FORWARD_PARTS, 0.0)
+        self._part_start = dict.fromkeys(_FORWARD_PARTS, Stamp())
+        self._part_seconds = dict.fromkeys(_FORWARD_PARTS, Stamp())
         self._handles: list[Any] = []
         hook = train_module.register_forward_pre_hook(lambda *_: self._mark_forward_start())
         self._handles.append(hook)
@@ -76,14 +107,17 @@ class PhaseClock:
         self._handles.append(optimizer.register_step_post_hook(
             lambda *_: self._mark_optimizer_end()))
 
-    def _now(self) -> float:
+    def _now(self) -> Stamp:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return Stamp(time.perf_counter(), time.process_time())
+
+    def _add(self, phase: str, seconds: Stamp) -> None:
+        self.seconds[phase] = self.seconds[phase] + seconds
 
     def _mark_forward_start(self) -> None:
         self._forward_start = self._now()
-        self._part_seconds = dict.fromkeys(_FORWARD_PARTS, 0.0)
+        self._part_seconds = dict.fromkeys(_FORWARD_PARTS, Stamp())
 
     def _part_enter(self, name: str) -> Callable[..., None]:
         def enter(*_: Any) -> None:
@@ -96,36 +130,41 @@ class PhaseClock:
         def leave(*_: Any) -> None:
             self._depth[name] -= 1
             if self._depth[name] == 0:
-                self._part_seconds[name] += self._now() - self._part_start[name]
+                spent = self._now() - self._part_start[name]
+                self._part_seconds[name] = self._part_seconds[name] + spent
         return leave
 
     def _mark_forward_end(self) -> None:
         self._forward_end = self._now()
         forward = self._forward_end - self._forward_start
         for name, seconds in self._part_seconds.items():
-            self.seconds[name] += seconds
-        self.seconds["scores"] += forward - sum(self._part_seconds.values())
+            self._add(name, seconds)
+        self._add("scores", forward - _sum(self._part_seconds.values()))
 
     def _mark_optimizer_start(self) -> None:
         self._optimizer_start = self._now()
-        self.seconds["backward"] += self._optimizer_start - self._forward_end
+        self._add("backward", self._optimizer_start - self._forward_end)
 
     def _mark_optimizer_end(self) -> None:
-        self.seconds["optimizer"] += self._now() - self._optimizer_start
+        self._add("optimizer", self._now() - self._optimizer_start)
 
     def time_step(self, step: Callable[[], None]) -> float:
-        """Run one ``step`` and return its seconds; the phases' shares accumulate."""
-        before = sum(self.seconds.values())
+        """Run one ``step`` and return its wall seconds; the phases' shares accumulate."""
+        before = _sum(self.seconds.values())
         start = self._now()
         step()
         total = self._now() - start
-        self.seconds["other"] += total - (sum(self.seconds.values()) - before)
+        self._add("other", total - (_sum(self.seconds.values()) - before))
         self.steps += 1
-        return total
+        return total.wall
 
     def mean_seconds(self) -> dict[str, float]:
-        """Mean seconds per step of every phase (all of :data:`PHASES`)."""
-        return {name: value / max(self.steps, 1) for name, value in self.seconds.items()}
+        """Mean wall seconds per step of every phase (all of :data:`PHASES`)."""
+        return {name: value.wall / max(self.steps, 1) for name, value in self.seconds.items()}
+
+    def mean_cpu_seconds(self) -> dict[str, float]:
+        """Mean CPU seconds (all threads of the process) per step of every phase."""
+        return {name: value.cpu / max(self.steps, 1) for name, value in self.seconds.items()}
 
     def detach(self) -> None:
         for handle in self._handles:

@@ -228,6 +228,8 @@ def test_phase_clock_accounts_for_the_whole_step() -> None:
         assert phases[name] > 0, name
     assert phases["other"] >= -1e-6
     assert sum(phases.values()) == pytest.approx(sum(totals) / 2, rel=1e-6)
+    cpu = clock.mean_cpu_seconds()  # the process's threads, in CPU seconds
+    assert list(cpu) == list(PHASES) and sum(cpu.values()) > 0
     clock.detach()
     step()  # no hook left: nothing more is counted
     assert clock.mean_seconds() == phases
