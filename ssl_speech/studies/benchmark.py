@@ -512,7 +512,9 @@ def _peak_at_batch(spec: _CaseSpec, batch_size: int) -> int | None:
     settings = dataclasses.replace(spec.settings, batch_size=batch_size, compile=False,
                                    profile=False, max_batch_size=None)
     device = torch.device(settings.device)
+    gc.collect()  # nothing of an earlier size may hold memory now
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     runner = None
     try:
