@@ -22,7 +22,6 @@ from ssl_speech.objectives.cpc import CPC
 from ssl_speech.studies.benchmark import (
     PRESETS,
     BenchmarkSettings,
-    _extra_flop_formulas,
     _is_out_of_memory,
     cases_for,
     count_step_flops,
@@ -30,6 +29,7 @@ from ssl_speech.studies.benchmark import (
     markdown_table,
     worker_environment,
 )
+from ssl_speech.studies.step_flops import extra_flop_formulas
 from ssl_speech.studies.step_phases import PHASES, PhaseClock, phase_flops
 from ssl_speech.train.trainer import TrainModule
 
@@ -200,7 +200,7 @@ def test_phase_flops_split_the_step_count() -> None:
     B, S, D, H, K, N = 3, 3200, 16, 24, 4, 10
     module, batch = tiny_cpc_module(B, S, D, H, K, N)
     step = count_step_flops(module, batch)
-    phases = phase_flops(module, batch, step_flops=step, formulas=_extra_flop_formulas())
+    phases = phase_flops(module, batch, step_flops=step, formulas=extra_flop_formulas())
     assert list(phases) == ["encoder", "context", "heads", "scores", "backward", "optimizer",
                             "other"]
     T, A = S // 160, S // 160 - K
