@@ -9,9 +9,15 @@ per case: milliseconds per step (median over repeats), sequences and audio secon
 peak memory (resident set size of the process on CPU, ``torch.cuda.max_memory_allocated`` on
 CUDA), the parameter count, the FLOPs of one step, and the fraction of the device's matrix
 product throughput the step achieves, that throughput measured by the benchmark itself in the
-run's precision. The data pipeline is timed alone: windows per second out of the configured
-loader (corpus, window, batch size, workers), to set against the windows per second the step
-consumes.
+run's precision. Every row records the CPU model (and the GPU, CUDA version and commit), and
+:func:`markdown_table` refuses rows from different machines, so figures of two machines are
+never read as one run. With ``profile`` each case also reports the step's time per phase
+(encoder, context, heads, scores, backward, optimizer; :mod:`ssl_speech.studies.step_phases`).
+With ``max_batch_size`` each case first finds the largest batch that fits (doubling from the
+config's, on CUDA until the device runs out of memory) and is timed at it.
+
+The data pipeline is timed alone: windows per second out of the configured loader (corpus,
+window, batch size, workers), to set against the windows per second the step consumes.
 
 Measuring on a shared machine: every case runs in its own process (its own memory high-water
 mark, allocator and compile state), built and warmed up once; then the repeats are interleaved
@@ -19,23 +25,19 @@ mark, allocator and compile state), built and warmed up once; then the repeats a
 burst of load from other processes hits every side alike. Compare ratios within one run rather
 than absolute figures across runs.
 
-FLOPs are counted from the shapes of one forward and backward pass (``torch.utils.flop_counter``
-plus formulas for the CPU attention and recurrent kernels it does not know): matrix products,
-convolutions, attention and recurrent layers; elementwise work and the optimizer are not counted.
-Scores are counted in their gather form (each prediction times its own candidates: the
-arithmetic the loss needs), whichever scoring method runs, so the dense method's extra products
-never inflate the achieved fraction.
+FLOPs are counted from the shapes of one forward and backward pass
+(:mod:`ssl_speech.studies.step_flops`); rows and tables are made by
+:mod:`ssl_speech.studies.benchmark_report`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime
+import dataclasses
+import gc
 import multiprocessing as mp
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +47,12 @@ from typing import Any
 
 import torch
 
-from ssl_speech.data.audio import SAMPLE_RATE
+from ssl_speech.studies.benchmark_report import machine_info, markdown_table, result_rows
+from ssl_speech.studies.step_flops import count_step_flops, extra_flop_formulas
+
+__all__ = ["PRESETS", "BenchmarkSettings", "cases_for", "count_step_flops", "largest_batch",
+           "machine_info", "markdown_table", "matmul_throughput", "run_benchmark",
+           "worker_environment"]
 
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
     # The CPC_audio default configuration (configs/experiment/cpc_audio.yaml), and aligned CPC
@@ -85,6 +92,12 @@ class BenchmarkSettings:
         data_batches: batches the data pipeline delivers per repeat.
         matmul_size: side of the square matrices of the throughput probe.
         overrides: Hydra overrides applied to every case (before the case's own).
+        profile: also time every phase of the step (``step_phases``); not with ``compile``.
+        max_batch_size: search each case's largest batch that fits, doubling from
+            ``batch_size`` (or the config's) up to this bound; ``None``: no search.
+        memory_headroom: during the search on CUDA, stop doubling once a step's peak memory
+            exceeds this fraction of the device's memory (the next doubling would not fit,
+            and a compiled step or a fragmented allocator needs some room).
     """
 
     device: str = "cpu"
@@ -101,6 +114,9 @@ class BenchmarkSettings:
     data_batches: int = 50
     matmul_size: int = 2048
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    profile: bool = False
+    max_batch_size: int | None = None
+    memory_headroom: float = 0.45
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -112,7 +128,7 @@ class BenchmarkSettings:
             minimum = 0 if name == "warmup" else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
-        for name in ("batch_size", "threads"):
+        for name in ("batch_size", "threads", "max_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
@@ -120,6 +136,11 @@ class BenchmarkSettings:
             raise ValueError(f"omp_wait_policy={self.omp_wait_policy!r}: expected one of "
                              f"{OMP_WAIT_POLICIES} or None")
         self.overrides = tuple(self.overrides)
+        if self.profile and self.compile:
+            raise ValueError("profile needs the uncompiled step (its phases are read off "
+                             "module hooks, which a compiled graph does not call); drop one")
+        if not 0.0 < self.memory_headroom <= 1.0:
+            raise ValueError(f"memory_headroom must be in (0, 1], got {self.memory_headroom}")
 
 
 def cases_for(objectives: list[str], heads: list[str], encoders: list[str],
@@ -228,10 +249,13 @@ def _synchronize(device: torch.device) -> None:
 
 
 def matmul_throughput(device: torch.device | str, precision: str = "32", size: int = 2048,
-                      repeats: int = 3, min_seconds: float = 0.2) -> float:
+                      repeats: int = 3, min_seconds: float = 0.2, clock=time.perf_counter,
+                      ) -> float:
     """Measured FLOP/s of ``size × size`` matrix products in ``precision``: the device's
     attainable rate for dense work. Each of ``repeats`` measurements runs back-to-back products
-    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts."""
+    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts.
+    ``clock=time.process_time`` gives FLOPs per CPU second of the process's threads instead
+    (CPU only), the rate to set a profile's CPU seconds against."""
     device = torch.device(device)
     dtype = _DTYPES[str(precision)]
     a = torch.randn(size, size, device=device).to(dtype)
@@ -240,92 +264,17 @@ def matmul_throughput(device: torch.device | str, precision: str = "32", size: i
     best = 0.0
     for _ in range(repeats):
         _synchronize(device)
-        start, count = time.perf_counter(), 0
+        start, count = clock(), 0
         while True:
             torch.mm(a, b)
             count += 1
             if count & (count - 1) == 0:  # check the clock at powers of two: few syncs
                 _synchronize(device)
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if elapsed >= min_seconds:
                     break
         best = max(best, 2.0 * size**3 * count / elapsed)
     return best
-
-
-# ------------------------------------------------------------------------ FLOP counting
-def _rnn_flops(input_shape, weight_shapes) -> int:
-    """Forward FLOPs of a recurrent layer: every 2-D weight multiplies one vector per frame
-    (input ``(T, B, I)`` or ``(B, T, I)``, or ``(frames, I)`` when packed)."""
-    frames = input_shape[0] * input_shape[1] if len(input_shape) == 3 else input_shape[0]
-    return sum(2 * frames * shape[0] * shape[1] for shape in weight_shapes if len(shape) == 2)
-
-
-def _mkldnn_rnn_flops(input_shape, w0, w1, *args, out_shape=None, **kwargs) -> int:
-    return _rnn_flops(input_shape, [w0, w1])
-
-
-def _mkldnn_rnn_backward_flops(input_shape, w0, w1, *args, out_shape=None, **kwargs) -> int:
-    return 2 * _rnn_flops(input_shape, [w0, w1])
-
-
-def _cudnn_rnn_flops(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
-    return _rnn_flops(input_shape, weights)
-
-
-def _cudnn_rnn_backward_flops(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
-    return 2 * _rnn_flops(input_shape, weights)
-
-
-def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query, key, value)
-
-
-def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None,
-                                  **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_backward_flop_count
-
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-def _extra_flop_formulas() -> dict:
-    aten = torch.ops.aten
-    formulas = {
-        aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
-        aten.mkldnn_rnn_layer: _mkldnn_rnn_flops,
-        aten.mkldnn_rnn_layer_backward: _mkldnn_rnn_backward_flops,
-    }
-    if hasattr(aten, "_cudnn_rnn"):
-        formulas[aten._cudnn_rnn] = _cudnn_rnn_flops
-        formulas[aten._cudnn_rnn_backward] = _cudnn_rnn_backward_flops
-    return formulas
-
-
-def count_step_flops(module: torch.nn.Module, batch: Any,
-                     autocast: contextlib.AbstractContextManager | None = None) -> int:
-    """FLOPs of one forward and backward pass of ``module(batch) -> (loss, metrics)``.
-
-    Counted from operand shapes (module docstring); an objective with a ``score_method`` is
-    counted with ``"gather"``. Gradients are left in the parameters' ``.grad``.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    objectives = [m for m in module.modules() if hasattr(m, "score_method")]
-    saved = [m.score_method for m in objectives]
-    try:
-        for m in objectives:
-            m.score_method = "gather"
-        with FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas()) as counter:
-            with autocast or contextlib.nullcontext():
-                loss, _ = module(batch)
-            loss.float().backward()
-    finally:
-        for m, method in zip(objectives, saved):
-            m.score_method = method
-    return int(counter.get_total_flops())
 
 
 # ------------------------------------------------------------------------ one case
@@ -471,6 +420,83 @@ class _DataRunner:
         return windows / (time.perf_counter() - start)
 
 
+# ------------------------------------------------------------------------ batch search
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        marker in text for marker in ("out of memory", "ALLOC_FAILED", "NOT_ENOUGH_WORKSPACE"))
+
+
+def _peak_at_batch(spec: _CaseSpec, batch_size: int) -> int | None:
+    """Peak memory of two uncompiled steps of the case at ``batch_size``; ``None`` if the
+    device runs out of memory."""
+    settings = dataclasses.replace(spec.settings, batch_size=batch_size, compile=False,
+                                   profile=False, max_batch_size=None)
+    device = torch.device(settings.device)
+    gc.collect()  # nothing of an earlier size may hold memory now
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    runner = None
+    try:
+        runner = _StepRunner(dataclasses.replace(spec, settings=settings))
+        runner.step()
+        runner.step()  # the optimizer's state exists from the first step on
+        _synchronize(runner.device)
+        return peak_memory_bytes(device)
+    except RuntimeError as error:
+        if not _is_out_of_memory(error):
+            raise
+        return None
+    finally:
+        del runner
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def largest_batch(spec: _CaseSpec) -> tuple[int, list[dict[str, Any]]]:
+    """The largest batch of the case that fits, and every size tried with its peak memory.
+
+    Doubles from ``settings.batch_size`` (or the config's) up to ``settings.max_batch_size``;
+    on CUDA it stops at the first size that runs out of memory or whose peak exceeds
+    ``memory_headroom`` of the device. On a CPU nothing runs out gracefully, so only the bound
+    stops it: keep the bound small there.
+    """
+    settings = spec.settings
+    if settings.max_batch_size is None:
+        raise ValueError("largest_batch needs settings.max_batch_size")
+    device = torch.device(settings.device)
+    total = (torch.cuda.get_device_properties(device).total_memory
+             if device.type == "cuda" else None)
+    start = settings.batch_size or int(
+        compose_case(spec.overrides, settings, spec.run_dir).data.batch_size)
+    batch, best, tried = min(start, settings.max_batch_size), None, []
+    while True:
+        peak = _peak_at_batch(spec, batch)
+        tried.append({"batch_size": batch,
+                      "peak_memory_mb": None if peak is None else peak / 2**20})
+        if peak is None:
+            break
+        best = batch
+        if batch >= settings.max_batch_size or (
+                total is not None and peak > settings.memory_headroom * total):
+            break
+        batch = min(2 * batch, settings.max_batch_size)
+    if best is None:
+        raise RuntimeError(f"case {spec.name!r}: batch {batch} already runs out of memory on "
+                           f"{settings.device}; give a smaller --batch-size to start from")
+    return best, tried
+
+
+def _autocast(settings: BenchmarkSettings) -> contextlib.AbstractContextManager:
+    if settings.precision == "32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(settings.device).type, dtype=_DTYPES[settings.precision])
+
+
 def _worker(conn, spec: _CaseSpec, kind: str) -> None:
     """A case's process: build, warm up, then answer timing requests until told to finish."""
     try:
@@ -479,6 +505,7 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
             torch.set_num_threads(settings.threads)
         if settings.retain_freed_memory and not settings.device.startswith("cuda"):
             retain_freed_memory()
+        clock = None
         if kind == "data":
             runner = _DataRunner(spec)
             runner.windows_per_second()  # warm-up: first reads, worker start-up
@@ -486,7 +513,18 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
             while (message := conn.recv())[0] == "time":
                 conn.send(("time", runner.windows_per_second()))
         else:
+            tried = None
+            if settings.max_batch_size is not None:
+                found, tried = largest_batch(spec)
+                settings = dataclasses.replace(settings, batch_size=found, max_batch_size=None)
+                spec = dataclasses.replace(spec, settings=settings)
             runner = _StepRunner(spec)
+            clock = None
+            if settings.profile:
+                from ssl_speech.studies.step_phases import PhaseClock, phase_flops
+
+                flops = phase_flops(runner.trainer.module, runner.batch.to(runner.device),
+                                    _autocast(settings), runner.flops, extra_flop_formulas())
             start = time.perf_counter()
             for _ in range(settings.warmup):
                 runner.step()
@@ -494,13 +532,26 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
             info = runner.describe()
             info["warmup_s"] = time.perf_counter() - start
             info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")  # as this process saw it
+            if tried is not None:
+                info["batch_search"] = tried
+            if settings.profile:
+                info["phase_flops"] = flops
+                clock = PhaseClock(runner.trainer.module, runner.trainer.optimizer,
+                                   runner.device)
             if runner.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(runner.device)
             conn.send(("ready", info))
             while (message := conn.recv())[0] == "time":
-                conn.send(("time", runner.time_steps(message[1])))
-        peak = peak_memory_bytes(torch.device(settings.device))
-        conn.send(("done", {"peak_memory_bytes": peak}))
+                if clock is None:
+                    conn.send(("time", runner.time_steps(message[1])))
+                else:
+                    seconds = [clock.time_step(runner.step) for _ in range(message[1])]
+                    conn.send(("time", sum(seconds) / len(seconds)))
+        done = {"peak_memory_bytes": peak_memory_bytes(torch.device(settings.device))}
+        if clock is not None:
+            done["phase_s"] = clock.mean_seconds()
+            done["phase_cpu_s"] = clock.mean_cpu_seconds()
+        conn.send(("done", done))
     except Exception:  # the parent reports it with the case's name
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -535,35 +586,6 @@ class _Worker:
 
 
 # ------------------------------------------------------------------------ the run
-def machine_info(device: str, threads: int | None) -> dict[str, Any]:
-    """Date, versions and hardware, recorded with every result."""
-    info = {
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": device,
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": _cpu_name(),
-        # Other processes' load skews every absolute figure on a shared machine.
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["machine"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings,
                   log=None) -> list[dict[str, Any]]:
     """Time every case's training step (and the data pipeline), interleaved.
@@ -587,6 +609,7 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
     infos: dict[str, dict[str, Any]] = {}
     times: dict[str, list[float]] = {}
     matmul: list[float] = []
+    matmul_cpu: list[float] = []  # per CPU second, for profiles on a CPU
     data_rates: list[float] = []
     data_info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ssl_speech_benchmark_") as run_dir:
@@ -610,6 +633,10 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
             for round_index in range(settings.repeats):
                 matmul.append(matmul_throughput(settings.device, settings.precision,
                                                 settings.matmul_size))
+                if settings.profile and not settings.device.startswith("cuda"):
+                    matmul_cpu.append(matmul_throughput(
+                        settings.device, settings.precision, settings.matmul_size,
+                        clock=time.process_time))
                 for worker in workers:
                     if worker is data_worker:
                         data_rates.append(worker.request("time", None))
@@ -627,79 +654,4 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
         finally:
             for worker in workers:
                 worker.close()
-    return _results(infos, times, matmul, data_info, data_rates, settings)
-
-
-def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict[str, Any]]:
-    machine = machine_info(settings.device, settings.threads)
-    peak = statistics.median(matmul)
-    common = {"precision": settings.precision, "compile": settings.compile,
-              "retain_freed_memory": settings.retain_freed_memory,
-              "omp_wait_policy": settings.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY"),
-              **machine}
-    rows = []
-    for name, info in infos.items():
-        step_s = statistics.median(times[name])
-        flops = info["flops_per_step"]
-        rows.append({
-            "kind": "step", "case": name, **common, **info,
-            "ms_per_step": 1e3 * step_s,
-            "ms_per_step_min": 1e3 * min(times[name]),
-            "ms_per_step_max": 1e3 * max(times[name]),
-            "repeats": len(times[name]),
-            "sequences_per_s": info["batch_size"] / step_s,
-            "audio_s_per_s": info["batch_size"] * info["window"] / SAMPLE_RATE / step_s,
-            "peak_memory_mb": info["peak_memory_bytes"] / 2**20,
-            "memory_kind": "cuda_max_allocated" if settings.device.startswith("cuda")
-            else "rss_peak",
-            "achieved_flops": flops / step_s,
-            "matmul_flops": peak,
-            "fraction_of_matmul": flops / step_s / peak,
-        })
-    if data_rates:
-        rate = statistics.median(data_rates)
-        consumed = max((r["sequences_per_s"] for r in rows), default=float("nan"))
-        rows.append({"kind": "data", "case": "data pipeline", **common, **data_info,
-                     "windows_per_s": rate, "repeats": len(data_rates),
-                     "peak_memory_mb": data_info["peak_memory_bytes"] / 2**20,
-                     "fastest_step_sequences_per_s": consumed,
-                     "headroom": rate / consumed})
-    rows.append({"kind": "matmul", "case": "matmul probe", **common,
-                 "matmul_flops": peak, "matmul_flops_max": max(matmul),
-                 "matmul_size": settings.matmul_size, "repeats": len(matmul)})
-    return rows
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table (steps), followed by the data pipeline and the probe."""
-    header = ("| case | objective | head | device | precision | batch | ms/step | seq/s "
-              "| audio s/s | peak MB | params M | GFLOP/step | % of matmul |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for r in rows:
-        if r["kind"] != "step":
-            continue
-        lines.append(
-            f"| {r['case']} | {r['objective']} | {r['head'] or '-'} | {r['device']} "
-            f"| {r['precision']}{' compiled' if r['compile'] else ''} | {r['batch_size']} "
-            f"| {r['ms_per_step']:.0f} | {r['sequences_per_s']:.2f} | {r['audio_s_per_s']:.1f} "
-            f"| {r['peak_memory_mb']:.0f} | {r['parameters'] / 1e6:.2f} "
-            f"| {r['flops_per_step'] / 1e9:.1f} | {100 * r['fraction_of_matmul']:.0f} |")
-    for r in rows:
-        if r["kind"] == "data":
-            lines.append("")
-            lines.append(f"Data pipeline: {r['windows_per_s']:.0f} windows/s "
-                         f"({r['num_workers']} workers, window {r['window']}), "
-                         f"{r['headroom']:.0f}x what the fastest step consumes.")
-        elif r["kind"] == "matmul":
-            lines.append("")
-            load = r.get("load_average_1min")
-            lines.append(f"Matmul probe ({r['matmul_size']}², precision {r['precision']}): "
-                         f"{r['matmul_flops'] / 1e9:.0f} GFLOP/s median. {r['date']}, torch "
-                         f"{r['torch']}, {r['threads']} threads, {r['machine']} "
-                         f"({r['device']}, {r['cpu_count']} CPUs"
-                         + (f", load average {load:.1f}" if load is not None else "")
-                         + (f", OMP_WAIT_POLICY {r['omp_wait_policy'].lower()}"
-                            if r.get("omp_wait_policy") else "")
-                         + (", freed memory retained" if r.get("retain_freed_memory") else "")
-                         + ").")
-    return "\n".join(lines)
+    return result_rows(infos, times, matmul, data_info, data_rates, settings, matmul_cpu)
