@@ -11,7 +11,8 @@ Every trial ends in one of three outcomes:
 
 Fault kinds (see :data:`KINDS`): SIGKILL at a random step, inside a checkpoint write at a
 random byte, just before the fsync or the rename of a write, inside a metrics-log append;
-SIGTERM and SIGUSR1 at a random step, and twice; the disk filling up during a checkpoint or a
+SIGTERM and SIGUSR1 at a random moment of a random step, and twice, and SIGTERM at any moment
+of the process's life; the disk filling up during a checkpoint or a
 log write; an audio file deleted or truncated while training reads it; non-finite samples in
 a file; one DDP rank killed, or raising, under ``torchrun --max-restarts=1``. In-process faults
 go through :mod:`ssl_speech.studies.fault_injection`.
@@ -74,6 +75,7 @@ class Campaign:
     corpus: Path
     python: str = sys.executable
     timeout_s: float = 300.0
+    reference_seconds: float = 10.0  # wall time of an uninterrupted run (measured)
 
     def command(self, run_dir: Path, nproc: int = 1, extra: list[str] | None = None) -> list[str]:
         overrides = [*TINY, f"data.root={self.corpus}", f"run_dir={run_dir}",
@@ -236,37 +238,50 @@ def _finish(c: Campaign, reference: Path, run_dir: Path, trial: Trial, fault_ste
 
 # --- fault kinds -------------------------------------------------------------------------
 
-def _kill_at_step(c: Campaign, ref: Path, run_dir: Path, rng: random.Random, trial: Trial,
-                  sig: int = signal.SIGKILL, twice: bool = False) -> Trial:
-    step = rng.randint(1, MAX_STEPS - 1)
+def _signal_at_step(c: Campaign, ref: Path, run_dir: Path, rng: random.Random, trial: Trial,
+                    sig: int, count: int = 1) -> Trial:
+    """``sig`` sent ``count`` times from inside the process, starting at a random moment of a
+    random step (the checkpoint written after that step included)."""
+    step = rng.randint(1, MAX_STEPS)
+    plan = {"kind": "signal", "signal": int(sig), "step": step, "count": count,
+            "delay": rng.uniform(0.0, 0.2), "gap": rng.uniform(0.0, 0.2)}
+    code = c.run(run_dir, plan=plan)
+    trial.exits.append(code)
+    if sig != signal.SIGKILL and code not in (0, PREEMPTED_EXIT):
+        trial.detail = f"exit {code} after signal {signal.Signals(sig).name}"
+        return trial
+    return _finish(c, ref, run_dir, trial, max(step, _last_logged_step(run_dir)))
+
+
+def sigterm_anytime(c, ref, run_dir, rng, trial):
+    """SIGTERM from outside at a uniformly random moment of the process's life (start-up,
+    corpus scan, training, final checkpoint, exit)."""
     proc = c.start(run_dir)
-    reached = _poll_until_step(run_dir, proc, step, c.timeout_s)
-    if reached:
-        time.sleep(rng.uniform(0.0, 0.3))
-        proc.send_signal(sig)
-        if twice:
-            time.sleep(rng.uniform(0.0, 0.2))
-            if proc.poll() is None:
-                proc.send_signal(sig)
+    time.sleep(rng.uniform(0.0, c.reference_seconds))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     code = _wait(proc, c.timeout_s)
     trial.exits.append(code)
-    fault_step = _last_logged_step(run_dir)
-    if sig != signal.SIGKILL and code not in (0, PREEMPTED_EXIT):
-        trial.detail = f"exit {code} after signal {sig}"
+    started = _last_logged_step(run_dir) > 0 or bool(list_checkpoints(run_dir))
+    if code not in (0, PREEMPTED_EXIT) and started:
+        trial.detail = f"exit {code} after SIGTERM during training"
         return trial
-    return _finish(c, ref, run_dir, trial, fault_step)
+    _finish(c, ref, run_dir, trial, _last_logged_step(run_dir))
+    if code not in (0, PREEMPTED_EXIT) and trial.outcome == "identical":
+        trial.detail = f"exit {code}: SIGTERM before training began (nothing to lose)"
+    return trial
 
 
 def sigkill_step(c, ref, run_dir, rng, trial):
-    return _kill_at_step(c, ref, run_dir, rng, trial)
+    return _signal_at_step(c, ref, run_dir, rng, trial, signal.SIGKILL)
 
 
 def sigterm_step(c, ref, run_dir, rng, trial):
-    return _kill_at_step(c, ref, run_dir, rng, trial, sig=signal.SIGTERM)
+    return _signal_at_step(c, ref, run_dir, rng, trial, signal.SIGTERM)
 
 
 def sigusr1_twice(c, ref, run_dir, rng, trial):
-    return _kill_at_step(c, ref, run_dir, rng, trial, sig=signal.SIGUSR1, twice=True)
+    return _signal_at_step(c, ref, run_dir, rng, trial, signal.SIGUSR1, count=2)
 
 
 def _planned(c: Campaign, ref: Path, run_dir: Path, trial: Trial, plan: dict) -> Trial:
@@ -404,6 +419,7 @@ KINDS: dict[str, Callable] = {
     "kill_before_fsync_or_rename": kill_before_fsync_or_rename,
     "kill_in_metrics_append": kill_in_metrics_append,
     "sigterm": sigterm_step,
+    "sigterm_anytime": sigterm_anytime,
     "sigusr1_twice": sigusr1_twice,
     "disk_full_checkpoint": disk_full_checkpoint,
     "disk_full_log": disk_full_log,
@@ -430,9 +446,12 @@ def run_campaign(workdir: Path, corpus_source: Path, kinds: list[str], trials: i
     refs: dict[int, Path] = {}
     for nproc in sorted({2 if k in DDP_KINDS else 1 for k in kinds}):
         ref = workdir / f"reference-{nproc}"
-        if _final_state(ref) is None:
+        if _final_state(ref) is None or nproc == 1:
             shutil.rmtree(ref, ignore_errors=True)
+            start = time.monotonic()
             code = c.run(ref, nproc=nproc)
+            if nproc == 1:
+                c.reference_seconds = time.monotonic() - start
             if code != 0 or _final_state(ref) is None:
                 raise RuntimeError(f"the uninterrupted reference run failed (exit {code}); "
                                    f"see {ref.parent / (ref.name + '.log')}")
