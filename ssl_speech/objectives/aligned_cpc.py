@@ -25,11 +25,14 @@ The authors' options (chorowski-lab/CPC_audio's CTC-style criterion, same semant
 - ``skip_begin`` / ``skip_end``: the window is padded with that many zero-score frames at
   each end, so up to that many predictions at the beginning / end may cover no latent.
 
-Their published run is K = 8, M = 12, self-loop, skips 1 and 2; without the options every one
-of the K predictions must cover at least one of the M latents (segments of M/K frames on
-average). With ``M = K`` and no options the identity is the only alignment and the loss equals
-CPC's with K steps. Not taken from the authors' code: the learned blank (``learn_blank``: its
-labels there run one past the classes ``ctc_loss`` is given, so its meaning is not defined) and
+Their published run, our default, is K = 8, M = 12, self-loop, skips 1 and 2. Without the
+options (``self_loop=False, skip_begin=0, skip_end=0``, this objective's behaviour before it
+had them) every one of the K predictions must cover at least one of the M latents (segments of
+M/K frames on average). With ``M = K`` and no options the identity is the only alignment and
+the loss equals CPC's with K steps.
+
+Not taken from the authors' code: the learned blank (``learn_blank``: its labels there run one
+past the classes ``ctc_loss`` is given, so its meaning is not defined) and
 ``no_negs_in_match_window`` (our ``exclude_positive`` is the counterpart; see
 ``docs/objectives_fidelity.md``). The forward algorithm is a short log-space recursion instead
 of ``ctc_loss`` (measured faster; ``ctc_alignment_log_likelihood`` gives the same value).
@@ -93,9 +96,9 @@ class ACPC(Objective):
         context_dim: int | None = None,
         num_predictions: int = 8,
         num_matched: int = 12,
-        self_loop: bool = False,
-        skip_begin: int = 0,
-        skip_end: int = 0,
+        self_loop: bool = True,
+        skip_begin: int = 1,
+        skip_end: int = 2,
         **options: Any,
     ) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from reference import (
     brute_force_log_likelihood,
     reference_pair_scores,
 )
+from shipped import assert_defaults_are_the_shipped_config, shipped_objective_config
 
 from ssl_speech.data.batch import Batch
 from ssl_speech.objectives.aligned_cpc import ACPC
@@ -101,7 +102,7 @@ def test_loss_and_metrics_match_brute_force(options: dict) -> None:
 
 def test_without_skips_every_prediction_covers_a_latent() -> None:
     torch.manual_seed(0)
-    acpc = make_acpc("linear", self_loop=True)
+    acpc = make_acpc("linear", self_loop=True, skip_begin=0, skip_end=0)
     out = acpc.compute(torch.randn(2, 12, D), torch.randn(2, 12, H))
     torch.testing.assert_close(out.metrics["segments"], torch.tensor(4.0))
     torch.testing.assert_close(out.metrics["segment_length"], torch.tensor(5 / 4))
@@ -182,3 +183,17 @@ def test_loss_falls_with_adam_on_a_fixed_batch(head: str) -> None:
         losses.append(out.loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, (first, last)
+
+
+def test_defaults_are_the_authors_published_run() -> None:
+    # --nPredicts 8 --CPCCTCNumMatched 12 --CPCCTCSelfLoop --CPCCTCSkipBeg 1 --CPCCTCSkipEnd 2
+    acpc = ACPC()
+    assert (acpc.num_predictions, acpc.num_matched, acpc.self_loop, acpc.skip_begin,
+            acpc.skip_end) == (8, 12, True, 1, 2)
+    old = shipped_objective_config(
+        "acpc", ("objective.self_loop=false", "objective.skip_begin=0", "objective.skip_end=0"))
+    assert (old.self_loop, old.skip_begin, old.skip_end) == (False, 0, 0)
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("acpc", ACPC)
