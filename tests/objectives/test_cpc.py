@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from reference import TinyModel, reference_cpc
+from shipped import assert_defaults_are_the_shipped_config
 
 from ssl_speech.data.batch import Batch
 from ssl_speech.objectives.cpc import CPC
@@ -172,3 +173,7 @@ def test_score_scale_names():
     assert CPC(dim=64).core.score_scale == 1 / 8  # the default, as configs/objective/cpc.yaml
     with pytest.raises(ValueError, match="expected a number > 0 or one of"):
         CPC(dim=64, head="linear", score_scale="1/dim^2")
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("cpc", CPC)

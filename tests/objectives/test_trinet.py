@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from shipped import assert_defaults_are_the_shipped_config
 from torch import nn
 
 from ssl_speech.config import config_dir
@@ -439,3 +440,7 @@ def test_training_checkpoints_the_ema_teacher_resumes_exactly_and_checks_the_tea
     extra = (f"objective.teacher.checkpoint={teacher_file}", "trainer.max_steps=6")
     with pytest.raises(ValueError, match="changed since the run started"):
         run(small_config(tiny_corpus, second, extra))
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("trinet", TriNet)
