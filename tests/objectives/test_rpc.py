@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from reference import TinyModel
-from shipped import assert_defaults_are_the_shipped_config
+from shipped import assert_defaults_are_the_shipped_config, shipped_objective_config
 
 from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
@@ -284,3 +284,16 @@ def test_accuracy_and_objective_rise_with_adam_on_a_fixed_batch(coefficients: di
 
 def test_defaults_are_the_shipped_config() -> None:
     assert_defaults_are_the_shipped_config("rpc", RPC)
+
+
+@pytest.mark.parametrize(("preset", "coefficients"), [
+    ("rpc_mi", (0.01, 0.005, 0.995)),  # the paper's mutual-information estimation
+    ("rpc_vision", (0.0, 0.001, 1.0)),  # the authors' vision code (CIFAR-10 script)
+])
+def test_presets_change_only_the_coefficients(preset: str, coefficients: tuple) -> None:
+    node = shipped_objective_config(preset)
+    default = shipped_objective_config("rpc")
+    assert (node.alpha, node.beta, node.gamma) == coefficients
+    for key in default:
+        if key not in ("alpha", "beta", "gamma"):
+            assert node[key] == default[key], key
