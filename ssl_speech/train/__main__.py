@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -35,6 +36,10 @@ SUBMITIT_LAUNCHERS = ("slurm", "submitit_slurm", "submitit_local")
 
 def _full_errors() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR", "0") == "1"
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
 
 
 def _check_launcher(argv: list[str]) -> None:
@@ -66,6 +71,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """``python -m ssl_speech.train``: check what Hydra cannot, then run Hydra's main."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    if not _full_errors():
+        warnings.formatwarning = _one_line_warning
     _check_launcher(sys.argv[1:])
     _hydra_main()
 

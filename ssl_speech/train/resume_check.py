@@ -4,7 +4,9 @@ A checkpoint stores the resolved config of its run. Resuming it with another bat
 objective, model, optimizer or corpus would silently train a different run under the old name,
 so the trainer refuses and names the differing keys, unless the user consents with
 ``trainer.resume_changed=allow``. Keys that only change how the run is watched or where it
-runs (:data:`FREE_KEYS`) may differ freely.
+runs (:data:`FREE_KEYS`) may differ freely, and so may ``trainer.max_steps``: training a run
+longer is resuming it (the learning-rate schedule follows the new length from the step
+reached).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from ssl_speech.train.errors import ResumeConfigError
 # Dotted prefixes that may change between a run and its resumption.
 FREE_KEYS = (
     "run_dir", "run_name", "probe",
-    "trainer.resume", "trainer.resume_changed", "trainer.device", "trainer.threads",
+    "trainer.max_steps", "trainer.resume", "trainer.resume_changed", "trainer.device",
+    "trainer.threads",
     "trainer.progress", "trainer.tensorboard", "trainer.wandb", "trainer.log_every",
     "trainer.val_every", "trainer.val_batches", "trainer.checkpoint_every",
     "trainer.keep_last", "trainer.diagnostics_every", "trainer.diagnostics_steps",
