@@ -93,7 +93,7 @@ def _probe_complete_run(cfg: DictConfig, model: torch.nn.Module, source: build.D
     with PreemptionHandler() as preemption:
         figures = _probe(cfg, model, source, progress)
     if preemption.requested:
-        print(f"preemption signal ({preemption.received}) during the end-of-run probe: "
+        print(f"preemption signal ({preemption.received.name}) during the end-of-run probe: "
               "training was already complete and saved, and the probe has finished",
               file=sys.stderr)
     return figures

@@ -415,9 +415,10 @@ class Trainer:
         then exit with code 75. A second signal meanwhile is ignored (the handler stays)."""
         if not any_rank(preemption.requested, self.ctx):
             return
-        where = ("training is complete and saved" if saved else "saving")
-        self._print(f"preemption signal ({preemption.received}) at step {self.step}: {where}; "
-                    f"exiting with code {PREEMPTED_EXIT_CODE}, the same command resumes the run")
+        where = "training is complete and saved" if saved else "saving"
+        received = preemption.received.name if preemption.received else "on another rank"
+        self._print(f"preemption signal ({received}) at step {self.step}: {where}; exiting "
+                    f"with code {PREEMPTED_EXIT_CODE}, the same command resumes the run")
         if not saved:
             self.save()
         self._close_logs()
