@@ -61,6 +61,7 @@ def test_wrong_key_is_rejected():
         _compose(["trainer.max_stepz=3"])
 
 
+@pytest.mark.slow
 def test_compose_fills_run_name_and_run_dir_as_the_command_line_does():
     import subprocess
     import sys
