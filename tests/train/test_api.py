@@ -49,3 +49,13 @@ def test_missing_corpus_names_the_option(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no-such-corpus/splits/train.txt does not "
                                                 r"exist"):
         train(cfg)
+
+
+def test_the_package_itself_trains(tmp_path, monkeypatch):
+    import ssl_speech
+    import ssl_speech.train
+    from ssl_speech.train import api
+
+    seen = []
+    monkeypatch.setattr(api, "train", lambda cfg: seen.append(cfg) or "trained")
+    assert ssl_speech.train("cfg") == "trained" and seen == ["cfg"]
