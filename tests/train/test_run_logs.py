@@ -7,13 +7,13 @@ import importlib.util
 import pytest
 from trainer_fixtures import make_batches, make_trainer
 
-from ssl_speech.train import trainer as trainer_module
+from ssl_speech.train import run_logs
 from ssl_speech.train.errors import MissingExtraError
 
 
 def test_tensorboard_requested_but_missing_warns(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(trainer_module.importlib.util, "find_spec",
+    monkeypatch.setattr(run_logs.importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorboard" else real(name, *a))
     trainer = make_trainer(tmp_path, make_batches(1, 2), max_steps=1, tensorboard=True)
     with pytest.warns(UserWarning, match=r"tensorboard is not installed.*ssl_speech\[tensorboard\]"
