@@ -229,7 +229,7 @@ class Trainer:
         counted; too many in a row raise :class:`TrainingStoppedError`.
         """
         with collective("the gradient all-reduce of a training step", self.ctx,
-                        only_dist_errors=True):
+                        computing=True):
             loss, metrics = self._forward_backward(micro_batches)
         self.last_step_updated = self._optimizer_step(loss, metrics)
         self.step += 1

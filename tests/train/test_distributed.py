@@ -201,3 +201,20 @@ def test_a_dead_or_hung_rank_stops_the_others_within_the_timeout_naming_the_rank
     assert message.startswith("rank 0 of 2: the test's barrier failed or waited more than "
                               "trainer.collective_timeout_s=5 s for the other ranks; another "
                               "rank probably died or hung"), message
+
+
+def test_collective_failures_are_named_and_model_errors_are_not():
+    from ssl_speech.train.distributed import DistributedContext, collective
+    from ssl_speech.train.errors import CollectiveError
+
+    ctx = DistributedContext(rank=1, world_size=4, timeout_s=30)
+    with pytest.raises(CollectiveError, match=r"^rank 1 of 4: the step failed or waited more "
+                       r"than trainer.collective_timeout_s=30 s .*Connection closed by peer"):
+        with collective("the step", ctx, computing=True):
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:547] Connection closed by peer")
+    with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
+        with collective("the step", ctx, computing=True):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    with pytest.raises(CollectiveError, match="rank 1 of 4: a barrier failed"):
+        with collective("a barrier", ctx):
+            raise RuntimeError("anything from a pure collective")
