@@ -192,11 +192,20 @@ class Trainer:
         resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
         if resume in ("false", "no", "0"):
             return False
-        source = self.run_dir if resume in ("auto", "true", "yes", "1") else Path(resume)
-        found = ckpt.latest_valid_checkpoint(source) if source.is_dir() else source
+        explicit = resume not in ("auto", "true", "yes", "1")
+        source = Path(resume) if explicit else self.run_dir
+        if explicit and not source.exists():
+            raise ckpt.CheckpointError(
+                f"trainer.resume={resume}: no such file or directory; give a checkpoint file or "
+                "a run directory, or use auto (the default) or false")
+        if source.is_dir():
+            found = ckpt.latest_valid_checkpoint(source)
+        else:
+            found = source if explicit else None  # a run that has not started yet
         if found is None:
-            if resume in ("true", "yes", "1"):
-                raise ckpt.CheckpointError(f"trainer.resume=true but {source} has no checkpoint")
+            if resume != "auto":
+                raise ckpt.CheckpointError(f"trainer.resume={resume} but {source} has no usable "
+                                           "checkpoint; use auto or false to start afresh")
             return False
         state = ckpt.load_checkpoint(found, map_location=self.device)
         changes = check_resume_config(state.get("config") or {}, self.config,

@@ -208,13 +208,15 @@ def test_collective_failures_are_named_and_model_errors_are_not():
     from ssl_speech.train.errors import CollectiveError
 
     ctx = DistributedContext(rank=1, world_size=4, timeout_s=30)
+
+    def fail(message: str, what: str = "the step", computing: bool = True) -> None:
+        with collective(what, ctx, computing=computing):
+            raise RuntimeError(message)
+
     with pytest.raises(CollectiveError, match=r"^rank 1 of 4: the step failed or waited more "
                        r"than trainer.collective_timeout_s=30 s .*Connection closed by peer"):
-        with collective("the step", ctx, computing=True):
-            raise RuntimeError("[gloo/transport/tcp/pair.cc:547] Connection closed by peer")
+        fail("[gloo/transport/tcp/pair.cc:547] Connection closed by peer")
     with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
-        with collective("the step", ctx, computing=True):
-            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        fail("mat1 and mat2 shapes cannot be multiplied")
     with pytest.raises(CollectiveError, match="rank 1 of 4: a barrier failed"):
-        with collective("a barrier", ctx):
-            raise RuntimeError("anything from a pure collective")
+        fail("anything from a pure collective", "a barrier", computing=False)
