@@ -230,9 +230,7 @@ def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_d
                        corpus_root: Path | None = None, class_task: str | None = None,
                        extra: Sequence[str] = ()):
     """The training config of one run (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-
-    from ssl_speech.config import config_dir
+    from ssl_speech.config import compose
 
     data = ["data=synthetic"] if corpus_root is None else [
         "data=librispeech", f"data.root={corpus_root}",
@@ -243,6 +241,7 @@ def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_d
         "objective.label=noise",
         f"objective._target_={__name__}.{ClassFunctionRegression.__name__}",
         f"+objective.classes={class_task}", f"+objective.seed={seed}",
+        *(["data.frame_labels=true"] if class_task == "phone" else []),
     ]
     overrides = [
         *data, "objective=pseudo_label", *target, f"objective.loss={settings.loss}",
@@ -258,8 +257,7 @@ def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_d
         "probe.enabled=false", f"seed={seed}", f"run_dir={run_dir}",
         f"run_name=pseudo_label-{run_dir.name}", *extra,
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides)
 
 
 def _training_figures(run_dir: Path, records: int = 5) -> tuple[float, float]:
@@ -366,7 +364,7 @@ def run_study(out_dir: str | Path, settings: StudySettings | None = None,
     from ssl_speech.data.corpus import load_corpus
     from ssl_speech.data.labels import read_alignments
     from ssl_speech.train import build
-    from ssl_speech.train.__main__ import run
+    from ssl_speech.train.api import train as run
     from ssl_speech.train.rng import seed_everything
 
     settings = settings or StudySettings()
