@@ -33,169 +33,37 @@ FLOPs are counted from the shapes of one forward and backward pass
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ssl_speech.studies.benchmark_machine import (
+    _DTYPES,
+    _is_out_of_memory,
+    _synchronize,
+    matmul_throughput,
+    peak_memory_bytes,
+    retain_freed_memory,
+)
 from ssl_speech.studies.benchmark_report import machine_info, markdown_table, result_rows
+from ssl_speech.studies.benchmark_settings import (
+    PRESETS,
+    BenchmarkSettings,
+    cases_for,
+)
 from ssl_speech.studies.step_flops import count_step_flops, extra_flop_formulas
 
 __all__ = ["PRESETS", "BenchmarkSettings", "cases_for", "count_step_flops", "largest_batch",
            "machine_info", "markdown_table", "matmul_throughput", "run_benchmark",
            "worker_environment"]
-
-PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
-    # The CPC_audio default configuration (configs/experiment/cpc_audio.yaml), and aligned CPC
-    # (K = 8, M = 12) and linear heads under the same encoder, context, negatives and optimizer.
-    "cpc_audio": {
-        "cpc_audio": ("experiment=cpc_audio",),
-        "cpc_audio-linear": ("experiment=cpc_audio", "objective.head=linear"),
-        "acpc": ("experiment=cpc_audio", "objective=acpc", "~objective.num_steps"),
-        "acpc-linear": ("experiment=cpc_audio", "objective=acpc", "~objective.num_steps",
-                        "objective.head=linear"),
-    },
-}
-PRECISIONS = ("32", "bf16", "16")
-OMP_WAIT_POLICIES = ("passive", "active")
-_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
-
-
-@dataclass
-class BenchmarkSettings:
-    """What to measure and how.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        precision: ``"32"``, ``"bf16"`` (autocast) or ``"16"`` (CUDA, with a gradient scaler).
-        batch_size: sequences per step; ``None`` keeps the config's.
-        threads: torch CPU threads in every process; ``None`` keeps torch's default.
-        compile: run the model and objective through ``torch.compile``.
-        warmup: untimed steps per case before the first repeat (compilation happens there).
-        repeats: timed rounds; the step time is the median over them.
-        steps_per_repeat: steps timed together in one repeat (their mean is the repeat's time).
-        retain_freed_memory: on Linux CPU, keep freed memory in the process instead of
-            returning it to the system (see :func:`retain_freed_memory`).
-        omp_wait_policy: ``OMP_WAIT_POLICY`` of the case processes, ``"passive"`` or
-            ``"active"``; ``None`` inherits this process's environment (see
-            :func:`worker_environment`).
-        data: also time the data pipeline.
-        data_batches: batches the data pipeline delivers per repeat.
-        matmul_size: side of the square matrices of the throughput probe.
-        overrides: Hydra overrides applied to every case (before the case's own).
-        profile: also time every phase of the step (``step_phases``); not with ``compile``.
-        max_batch_size: search each case's largest batch that fits, doubling from
-            ``batch_size`` (or the config's) up to this bound; ``None``: no search.
-        memory_headroom: during the search on CUDA, stop doubling once a step's peak memory
-            exceeds this fraction of the device's memory (the next doubling would not fit,
-            and a compiled step or a fragmented allocator needs some room).
-    """
-
-    device: str = "cpu"
-    precision: str = "32"
-    batch_size: int | None = None
-    threads: int | None = None
-    compile: bool = False
-    warmup: int = 2
-    repeats: int = 5
-    steps_per_repeat: int = 1
-    retain_freed_memory: bool = False
-    omp_wait_policy: str | None = None
-    data: bool = True
-    data_batches: int = 50
-    matmul_size: int = 2048
-    overrides: tuple[str, ...] = field(default_factory=tuple)
-    profile: bool = False
-    max_batch_size: int | None = None
-    memory_headroom: float = 0.45
-
-    def __post_init__(self) -> None:
-        self.precision = str(self.precision)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
-        if self.precision == "16" and not self.device.startswith("cuda"):
-            raise ValueError("precision=16 needs a CUDA device; use bf16 on CPU")
-        for name in ("warmup", "repeats", "steps_per_repeat", "data_batches", "matmul_size"):
-            minimum = 0 if name == "warmup" else 1
-            if getattr(self, name) < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
-        for name in ("batch_size", "threads", "max_batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
-        if self.omp_wait_policy is not None and self.omp_wait_policy not in OMP_WAIT_POLICIES:
-            raise ValueError(f"omp_wait_policy={self.omp_wait_policy!r}: expected one of "
-                             f"{OMP_WAIT_POLICIES} or None")
-        self.overrides = tuple(self.overrides)
-        if self.profile and self.compile:
-            raise ValueError("profile needs the uncompiled step (its phases are read off "
-                             "module hooks, which a compiled graph does not call); drop one")
-        if not 0.0 < self.memory_headroom <= 1.0:
-            raise ValueError(f"memory_headroom must be in (0, 1], got {self.memory_headroom}")
-
-
-def cases_for(objectives: list[str], heads: list[str], encoders: list[str],
-              contexts: list[str]) -> dict[str, tuple[str, ...]]:
-    """Cases named ``objective-head-encoder-context`` for every combination of the choices.
-
-    ``heads`` applies to objectives whose config has a ``head`` (CPC, ACPC, RPC); others get
-    one case per encoder and context. Config group names are those of ``configs/``.
-    """
-    cases: dict[str, tuple[str, ...]] = {}
-    for objective in objectives:
-        for encoder in encoders:
-            for context in contexts:
-                base = (f"objective={objective}", f"encoder={encoder}", f"context={context}")
-                if _objective_has_head(objective):
-                    for head in heads:
-                        name = f"{objective}-{head}-{encoder}-{context}"
-                        cases[name] = (*base, f"objective.head={head}")
-                else:
-                    cases[f"{objective}-{encoder}-{context}"] = base
-    return cases
-
-
-def _objective_has_head(objective: str) -> bool:
-    from omegaconf import OmegaConf
-
-    from ssl_speech.config import config_dir
-
-    path = os.path.join(config_dir(), "objective", f"{objective}.yaml")
-    if not os.path.isfile(path):
-        raise ValueError(f"no objective config {objective!r} in {config_dir()}/objective")
-    return "head" in OmegaConf.load(path)
-
-
-# ------------------------------------------------------------------------ host settings
-def retain_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse instead of unmapping it (Linux only).
-
-    A training step allocates and frees the same large activation buffers every time. glibc
-    serves each large request with a fresh ``mmap`` and unmaps it on free, so every step
-    page-faults and zero-fills its activations again (measured: about 95 000 page faults per
-    forward and backward of the CPC encoder at batch 8). With ``M_MMAP_MAX = 0`` large blocks
-    come from the heap, and a huge ``M_TRIM_THRESHOLD`` keeps the heap from being returned, so
-    later steps reuse warm pages. Resident memory then stays at its high-water mark. Returns
-    whether the setting was applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
-
 
 @contextlib.contextmanager
 def worker_environment(settings: BenchmarkSettings):
@@ -226,58 +94,6 @@ def worker_environment(settings: BenchmarkSettings):
                 os.environ[name] = value
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: ``max_memory_allocated``; CPU: the process's peak resident set size (VmHWM)."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource  # not on Windows; ru_maxrss is in kilobytes on Linux, bytes on macOS
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_throughput(device: torch.device | str, precision: str = "32", size: int = 2048,
-                      repeats: int = 3, min_seconds: float = 0.2, clock=time.perf_counter,
-                      ) -> float:
-    """Measured FLOP/s of ``size × size`` matrix products in ``precision``: the device's
-    attainable rate for dense work. Each of ``repeats`` measurements runs back-to-back products
-    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts.
-    ``clock=time.process_time`` gives FLOPs per CPU second of the process's threads instead
-    (CPU only), the rate to set a profile's CPU seconds against."""
-    device = torch.device(device)
-    dtype = _DTYPES[str(precision)]
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(repeats):
-        _synchronize(device)
-        start, count = clock(), 0
-        while True:
-            torch.mm(a, b)
-            count += 1
-            if count & (count - 1) == 0:  # check the clock at powers of two: few syncs
-                _synchronize(device)
-                elapsed = clock() - start
-                if elapsed >= min_seconds:
-                    break
-        best = max(best, 2.0 * size**3 * count / elapsed)
-    return best
-
-
-# ------------------------------------------------------------------------ one case
 @dataclass
 class _CaseSpec:
     name: str
@@ -398,14 +214,6 @@ class _DataRunner:
 
 
 # ------------------------------------------------------------------------ batch search
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and any(
-        marker in text for marker in ("out of memory", "ALLOC_FAILED", "NOT_ENOUGH_WORKSPACE"))
-
-
 def _peak_at_batch(spec: _CaseSpec, batch_size: int) -> int | None:
     """Peak memory of two uncompiled steps of the case at ``batch_size``; ``None`` if the
     device runs out of memory."""

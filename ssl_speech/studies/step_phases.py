@@ -42,7 +42,8 @@ def phase_modules(train_module: nn.Module) -> dict[str, nn.Module]:
     objective has them, ``heads`` (``train_module`` holds ``model`` and ``objective``)."""
     model, objective = train_module.model, train_module.objective
     parts = {"encoder": model.encoder, "context": model.context}
-    heads = getattr(objective, "heads", None)
+    # the predictive objectives keep their heads in their shared core
+    heads = getattr(getattr(objective, "core", objective), "heads", None)
     if isinstance(heads, nn.Module):
         parts["heads"] = heads
     return parts

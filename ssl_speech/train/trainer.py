@@ -36,7 +36,7 @@ from ssl_speech.train.distributed import (
 )
 from ssl_speech.train.errors import TrainingStoppedError
 from ssl_speech.train.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler
-from ssl_speech.train.resume_check import check_resume_config
+from ssl_speech.train.resume_check import check_resume_config, find_resume_checkpoint
 from ssl_speech.train.rng import capture_rng_state, restore_rng_state
 from ssl_speech.train.run_logs import MetricWindow, RunLogs
 from ssl_speech.train.settings import PRECISIONS, TrainerSettings
@@ -150,7 +150,7 @@ class Trainer:
                          "skipped_windows": self.skipped_windows,
                          "skipped_files": sorted(self.skipped_files)},
             "config": self.config,
-            "versions": _versions(),
+            "versions": ckpt.library_versions(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -200,23 +200,8 @@ class Trainer:
 
         A checkpoint of a different config is refused (``trainer.resume_changed``).
         """
-        resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
-        if resume in ("false", "no", "0"):
-            return False
-        explicit = resume not in ("auto", "true", "yes", "1")
-        source = Path(resume) if explicit else self.run_dir
-        if explicit and not source.exists():
-            raise ckpt.CheckpointError(
-                f"trainer.resume={resume}: no such file or directory; give a checkpoint file or "
-                "a run directory, or use auto (the default) or false")
-        if source.is_dir():
-            found = ckpt.latest_valid_checkpoint(source)
-        else:
-            found = source if explicit else None  # a run that has not started yet
+        found = find_resume_checkpoint(resume, self.run_dir)
         if found is None:
-            if resume != "auto":
-                raise ckpt.CheckpointError(f"trainer.resume={resume} but {source} has no usable "
-                                           "checkpoint; use auto or false to start afresh")
             return False
         state = ckpt.load_checkpoint(found, map_location=self.device)
         changes = check_resume_config(state.get("config") or {}, self.config,
@@ -449,19 +434,3 @@ class Trainer:
         window = getattr(self.sampler, "window", None)
         seconds = float(window) / SAMPLE_RATE if window else 0.0
         return sum(b.wav.shape[0] for b in micro) * seconds
-
-
-def _versions() -> dict[str, str]:
-    import platform
-
-    import ssl_speech
-
-    versions = {"ssl_speech": ssl_speech.__version__, "torch": str(torch.__version__),
-                "python": platform.python_version()}
-    try:
-        import torchaudio
-
-        versions["torchaudio"] = str(torchaudio.__version__)
-    except ImportError:
-        pass
-    return versions

@@ -69,7 +69,7 @@ def test_flop_count_of_a_known_case(method: str) -> None:
     flops = count_step_flops(TrainModule(model, objective), batch)
     # Whichever method runs, the scores count as the gather form's arithmetic.
     assert flops == cpc_step_flops(B, S, D, H, K, N)
-    assert objective.score_method == method  # restored after counting
+    assert objective.core.score_method == method  # restored after counting
 
 
 def test_settings_validation() -> None:
