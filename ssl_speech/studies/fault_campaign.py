@@ -31,7 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from ssl_speech.studies.fault_harness import Campaign, Trial, _final_state, make_corpus
-from ssl_speech.studies.fault_kinds import DDP_KINDS, KINDS
+from ssl_speech.studies.fault_kinds import DATA_KINDS, DDP_KINDS, KINDS
+
+
+def _reference_key(kind: str) -> str:
+    return "ddp" if kind in DDP_KINDS else "data" if kind in DATA_KINDS else "single"
 
 
 def run_campaign(workdir: Path, corpus_source: Path, kinds: list[str], trials: int,
@@ -44,20 +48,25 @@ def run_campaign(workdir: Path, corpus_source: Path, kinds: list[str], trials: i
     corpus = workdir / "corpus"
     if not corpus.is_dir():
         make_corpus(corpus, corpus_source)
-    c = Campaign(workdir, corpus)
-    refs: dict[int, Path] = {}
-    for nproc in sorted({2 if k in DDP_KINDS else 1 for k in kinds}):
-        ref = workdir / f"reference-{nproc}"
-        if _final_state(ref) is None or nproc == 1:
-            shutil.rmtree(ref, ignore_errors=True)
-            start = time.monotonic()
-            code = c.run(ref, nproc=nproc)
-            if nproc == 1:
-                c.reference_seconds = time.monotonic() - start
-            if code != 0 or _final_state(ref) is None:
-                raise RuntimeError(f"the uninterrupted reference run failed (exit {code}); "
-                                   f"see {ref.parent / (ref.name + '.log')}")
-        refs[nproc] = ref
+    small = workdir / "corpus-small"  # for the data faults: every file read several times
+    if not small.is_dir():
+        make_corpus(small, corpus_source, utterances=4)
+    campaigns = {"single": Campaign(workdir, corpus), "ddp": Campaign(workdir, corpus),
+                 "data": Campaign(workdir, small)}
+    nprocs = {"single": 1, "ddp": 2, "data": 1}
+    refs: dict[str, Path] = {}
+    for key in sorted({_reference_key(k) for k in kinds} | {"single"}):
+        ref = workdir / f"reference-{key}"
+        shutil.rmtree(ref, ignore_errors=True)
+        start = time.monotonic()
+        code = campaigns[key].run(ref, nproc=nprocs[key])
+        if key == "single":
+            for campaign in campaigns.values():
+                campaign.reference_seconds = time.monotonic() - start
+        if code != 0 or _final_state(ref) is None:
+            raise RuntimeError(f"the uninterrupted reference run failed (exit {code}); "
+                               f"see {ref.parent / (ref.name + '.log')}")
+        refs[key] = ref
     rng = random.Random(seed)
     results = []
     for kind in kinds:
@@ -67,9 +76,10 @@ def run_campaign(workdir: Path, corpus_source: Path, kinds: list[str], trials: i
             shutil.rmtree(run_dir, ignore_errors=True)
             shutil.rmtree(run_dir.parent / f"{run_dir.name}-corpus", ignore_errors=True)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
-            ref = refs[2 if kind in DDP_KINDS else 1]
+            key = _reference_key(kind)
             try:
-                KINDS[kind](c, ref, run_dir, random.Random(trial.seed), trial)
+                KINDS[kind](campaigns[key], refs[key], run_dir, random.Random(trial.seed),
+                            trial)
             except Exception as exc:  # a campaign reports, it does not stop
                 trial.outcome, trial.detail = "failed", f"{type(exc).__name__}: {exc}"
             results.append(trial)

@@ -17,6 +17,9 @@ A plan is a JSON object:
   once N bytes went to such files, every further write raises ``OSError(ENOSPC)``;
 - ``{"kind": "rank_fault", "rank": R, "step": S, "action": "kill" | "raise"}``: the process
   of rank R is killed, or raises, before its optimizer step S;
+- ``{"kind": "damage", "path": P, "step": S, "how": "delete" | "truncate" | "nonfinite",
+  "value": "nan" | "inf"}``: when the optimizer step S begins, the audio file P is deleted,
+  cut to a tenth of its bytes, or rewritten as a float WAV with 100 non-finite samples;
 - ``{"kind": "signal", "signal": N, "step": S, "delay": D, "count": C, "gap": G}``: when the
   optimizer step S begins, a timer sends signal N to the process after D seconds, C times
   G seconds apart (so it lands anywhere in the step, the checkpoint after it included).
@@ -182,6 +185,39 @@ def _install_signal(plan: dict[str, Any]) -> None:
     register_optimizer_step_pre_hook(hook)
 
 
+def damage_file(path: str | Path, how: str, value: str = "nan") -> None:
+    """Delete ``path``, cut it to a tenth, or rewrite it holding non-finite samples."""
+    path = Path(path)
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: max(1, len(data) // 10)])
+    elif how == "nonfinite":
+        import numpy as np
+        import soundfile as sf
+
+        wav, rate = sf.read(path, dtype="float32")
+        wav = np.asarray(wav, dtype=np.float32)
+        # spread over the file, so that most windows hold one
+        wav[:: max(1, len(wav) // 100)] = np.nan if value == "nan" else np.inf
+        path.unlink()
+        sf.write(path, wav, rate, subtype="FLOAT", format="WAV")
+    else:
+        raise ValueError(f"unknown damage {how!r}")
+
+
+def _install_damage(plan: dict[str, Any]) -> None:
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    def hook(optimizer, args, kwargs):
+        _state["steps"] += 1
+        if _state["steps"] == int(plan["step"]):
+            damage_file(plan["path"], plan["how"], plan.get("value", "nan"))
+
+    register_optimizer_step_pre_hook(hook)
+
+
 def install() -> None:
     """Install the plan in :data:`PLAN_ENV`, if any (called from ``sitecustomize``)."""
     text = os.environ.get(PLAN_ENV)
@@ -200,6 +236,8 @@ def install() -> None:
         _install_rank_fault(plan)
     elif kind == "signal":
         _install_signal(plan)
+    elif kind == "damage":
+        _install_damage(plan)
     else:
         raise ValueError(f"{PLAN_ENV}: unknown fault kind {kind!r}")
 

@@ -11,9 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from ssl_speech.runs.checkpoint import list_checkpoints
 from ssl_speech.studies.fault_harness import (
     MAX_STEPS,
@@ -24,7 +21,6 @@ from ssl_speech.studies.fault_harness import (
     _finish,
     _last_logged_step,
     _log_text,
-    _poll_until_step,
     _wait,
     compare_runs,
 )
@@ -127,61 +123,44 @@ def disk_full_log(c, ref, run_dir, rng, trial):
 
 
 def _data_fault(c: Campaign, ref: Path, run_dir: Path, rng: random.Random, trial: Trial,
-                damage: Callable[[Path], None], on_error: str) -> Trial:
-    """Damage one file of a private copy of the corpus while the run trains."""
+                how: str, on_error: str) -> Trial:
+    """Damage one file of a private copy of the (small) corpus at a random step, from inside
+    the run; with a few files every file is read again after the damage."""
     corpus = run_dir.parent / f"{run_dir.name}-corpus"
     shutil.copytree(c.corpus, corpus)
     victim = rng.choice(sorted(corpus.rglob("*.flac")))
+    plan = {"kind": "damage", "path": str(victim), "step": rng.randint(1, MAX_STEPS // 2),
+            "how": how, "value": rng.choice(["nan", "inf"])}
     local = Campaign(c.workdir, corpus, c.python, c.timeout_s)
-    proc = local.start(run_dir, extra=[f"data.on_error={on_error}"])
-    if _poll_until_step(run_dir, proc, rng.randint(1, MAX_STEPS // 2), c.timeout_s):
-        damage(victim)
-    code = _wait(proc, c.timeout_s)
+    code = local.run(run_dir, plan=plan, extra=[f"data.on_error={on_error}"])
     trial.exits.append(code)
     text = _log_text(run_dir)
     named = victim.name in text or victim.stem in text
+    if code == 0 and not named:
+        # no window of the damaged part was read after the damage: nothing may differ
+        same = compare_runs(ref, run_dir) is None
+        trial.outcome = "identical" if same else "failed"
+        trial.detail = "" if same else f"{victim.name}: finished, differs, and named nothing"
+        return trial
     if on_error == "raise":
         ok = code != 0 and named
     else:
         ok = code == 0 and named and _final_state(run_dir) is not None
-        if code == 0 and not named:
-            # the damaged file may simply not have been read again before the end
-            ok = compare_runs(ref, run_dir) is None
-            trial.outcome = "identical" if ok else "failed"
-            trial.detail = "" if ok else "finished, differs, and named nothing"
-            return trial
     trial.outcome = "named" if ok else "failed"
-    trial.detail = f"{victim.name}: exit {code}, named={named}"
+    trial.detail = f"{victim.name} ({how}, on_error={on_error}): exit {code}, named={named}"
     return trial
 
 
-def _delete(path: Path) -> None:
-    path.unlink()
-
-
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: max(1, len(data) // 10)])
-
-
 def file_deleted(c, ref, run_dir, rng, trial):
-    return _data_fault(c, ref, run_dir, rng, trial, _delete, "skip")
+    return _data_fault(c, ref, run_dir, rng, trial, "delete", rng.choice(["skip", "raise"]))
 
 
 def file_truncated(c, ref, run_dir, rng, trial):
-    return _data_fault(c, ref, run_dir, rng, trial, _truncate, rng.choice(["skip", "raise"]))
+    return _data_fault(c, ref, run_dir, rng, trial, "truncate", rng.choice(["skip", "raise"]))
 
 
 def nonfinite_samples(c, ref, run_dir, rng, trial):
-    def poison(path: Path) -> None:
-        wav, rate = sf.read(path, dtype="float32")
-        wav = np.asarray(wav, dtype=np.float32)
-        start = rng.randint(0, max(0, len(wav) - 100))
-        wav[start:start + 100] = rng.choice([np.nan, np.inf])
-        path.unlink()
-        sf.write(path.with_suffix(".flac"), wav, rate, subtype="FLOAT", format="WAV")
-
-    return _data_fault(c, ref, run_dir, rng, trial, poison, "skip")
+    return _data_fault(c, ref, run_dir, rng, trial, "nonfinite", rng.choice(["skip", "raise"]))
 
 
 def _rank_fault(c: Campaign, ref2: Path, run_dir: Path, rng: random.Random, trial: Trial,
@@ -222,3 +201,4 @@ KINDS: dict[str, Callable] = {
     "rank_raises": rank_raises,
 }
 DDP_KINDS = {"rank_killed", "rank_raises"}
+DATA_KINDS = {"file_deleted", "file_truncated", "nonfinite_samples"}
