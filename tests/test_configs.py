@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from ssl_speech.config import config_dir
+from ssl_speech.config import compose, config_dir
 from ssl_speech.nn.model import SSLModel
 
 CONFIGS = Path(config_dir())
@@ -20,8 +19,7 @@ def _choices(group: str) -> list[str]:
 
 
 def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides)
 
 
 # Objectives that need a particular context kind name it in their own config defaults.

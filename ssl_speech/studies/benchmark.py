@@ -2,8 +2,8 @@
 
 A *case* is a list of Hydra overrides (objective, encoder, context, heads, ...) on the training
 config. For each case the benchmark builds the model, objective, optimizer and schedule exactly
-as ``python -m ssl_speech.train`` does, and times the step the way the trainer runs it
-(``Trainer._forward_backward`` then ``Trainer._optimizer_step`` and the objective's post-step
+as ``python -m ssl_speech.train`` does (``build_run``), and times the step the trainer runs
+(``Trainer.train_step``: forward and backward, the optimizer step and the objective's post-step
 hook) on one fixed batch of random audio of the configured window, after warm-up. It reports,
 per case: milliseconds per step (median over repeats), sequences and audio seconds per second,
 peak memory (resident set size of the process on CPU, ``torch.cuda.max_memory_allocated`` on
@@ -338,51 +338,34 @@ class _CaseSpec:
 
 
 def compose_case(overrides: tuple[str, ...], settings: BenchmarkSettings, run_dir: str):
-    """The resolved training config of a case (Hydra ``compose`` of ``configs/``)."""
-    from hydra import compose, initialize_config_dir
-
-    from ssl_speech.config import config_dir
+    """The resolved training config of a case (:func:`ssl_speech.config.compose`)."""
+    from ssl_speech.config import compose
 
     fixed = [f"run_dir={run_dir}", "run_name=benchmark", "probe.enabled=false",
              f"trainer.device={settings.device}", f"trainer.precision={settings.precision}",
              "trainer.progress=false", "trainer.tensorboard=false"]
     if settings.batch_size is not None:
         fixed.append(f"data.batch_size={settings.batch_size}")
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config",
-                       overrides=[*settings.overrides, *overrides, *fixed])
+    return compose([*settings.overrides, *overrides, *fixed])
 
 
 class _StepRunner:
     """One case's model, objective and trainer, and a fixed batch of random audio."""
 
     def __init__(self, spec: _CaseSpec) -> None:
-        from omegaconf import OmegaConf
-
         from ssl_speech.data.batch import Batch
         from ssl_speech.train import build
         from ssl_speech.train.distributed import DistributedContext, resolve_device
-        from ssl_speech.train.rng import seed_everything
-        from ssl_speech.train.trainer import Trainer, TrainerSettings
 
         settings = spec.settings
         cfg = compose_case(spec.overrides, settings, spec.run_dir)
         self.cfg = cfg
         self.device = resolve_device(settings.device)
-        seed_everything(int(cfg.seed))
-        self.model = build.build_model(cfg)
-        self.objective = build.build_objective(cfg)
-        params = [p for m in (self.model, self.objective) for p in m.parameters()
-                  if p.requires_grad]
-        optimizer, scheduler = build.build_optimizer(cfg, params, int(cfg.trainer.max_steps))
-        loop_keys = ("device", "threads", "resume")  # read by the entry point, not the loop
-        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-        trainer_settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items()
-                                              if k not in loop_keys})
-        self.trainer = Trainer(self.model, self.objective, optimizer, scheduler,
-                               train_loader=None, train_sampler=None, run_dir=spec.run_dir,
-                               settings=trainer_settings,
-                               ctx=DistributedContext(device=self.device))
+        ctx = DistributedContext(device=self.device)
+        parts = build.build_run(cfg, ctx, data=False)
+        self.model = parts.model
+        self.objective = parts.objective
+        self.trainer = build.build_trainer(cfg, parts, ctx, run_dir=spec.run_dir)
         self.batch_size = int(cfg.data.batch_size)
         self.window = int(cfg.data.window)
         generator = torch.Generator().manual_seed(int(cfg.seed))
@@ -390,23 +373,17 @@ class _StepRunner:
         self.batch = Batch(wav=wav, speaker=torch.zeros(self.batch_size, dtype=torch.long))
         if self.device.type == "cuda":
             self.batch = self.batch.pin_memory()
-        self.parameters = sum(p.numel() for p in params)
-        self.hook = getattr(self.objective, "after_optimizer_step", None)
+        self.parameters = sum(p.numel() for p in parts.params)
         self.flops = count_step_flops(self.trainer.module, self.batch.to(self.device),
-                                      self.trainer._autocast())
-        optimizer.zero_grad(set_to_none=True)
+                                      self.trainer.autocast())
+        parts.optimizer.zero_grad(set_to_none=True)
         if settings.compile:
-            self.trainer.wrapped = torch.compile(self.trainer.module)
+            self.trainer.compile()
         self.trainer.module.train()
 
     def step(self) -> None:
-        """One training step as ``Trainer.fit`` runs it (without logging and checkpoints)."""
-        trainer = self.trainer
-        loss, metrics = trainer._forward_backward([self.batch])
-        stepped = trainer._optimizer_step(loss, metrics)
-        trainer.step += 1
-        if stepped and callable(self.hook):
-            self.hook(self.model, trainer.step)
+        """One training step exactly as ``Trainer.fit`` runs it (no logging or checkpoints)."""
+        self.trainer.train_step([self.batch])
 
     def time_steps(self, count: int) -> float:
         """Mean seconds per step over ``count`` consecutive steps."""

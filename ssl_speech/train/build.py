@@ -1,11 +1,17 @@
 """Build a run's parts from its resolved config: the one place that reads the config tree.
 
-Encoders, contexts and objectives are instantiated from their ``_target_``; data sources are
-resolved to a corpus root (the embedded corpus is generated and cached on first use).
+:func:`build_run` checks the cheap settings first (trainer loop, device, data sizes), so a typo
+fails before the corpus scan; then it resolves the data source (the embedded corpus is
+generated and cached on first use), builds model, objective, loaders, optimizer and schedule
+in a fixed order (the order the random streams see), and :func:`build_trainer` puts them in a
+:class:`~ssl_speech.train.trainer.Trainer`. The training entry point and the benchmark both
+build through here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +27,11 @@ from ssl_speech.data.source import (  # noqa: F401 (callers' names)
 )
 from ssl_speech.data.windows import SpeakerBatchSampler, build_dataloader
 from ssl_speech.nn.model import SSLModel
+from ssl_speech.train.distributed import DistributedContext, barrier
+from ssl_speech.train.rng import seed_everything
 from ssl_speech.train.schedule import build_scheduler
+from ssl_speech.train.settings import TrainerSettings
+from ssl_speech.train.trainer import Trainer
 
 
 def build_loader(corpus: Corpus, data: DictConfig, seed: int, rank: int, world_size: int,
@@ -58,3 +68,94 @@ def build_optimizer(cfg: DictConfig, params: list[torch.nn.Parameter], max_steps
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers (stored in checkpoints and the run dir)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore
+
+
+def trainer_settings(cfg: DictConfig) -> TrainerSettings:
+    """The ``trainer`` group as :class:`TrainerSettings` (every key checked, no data read)."""
+    return TrainerSettings.from_config(OmegaConf.to_container(cfg.trainer, resolve=True))
+
+
+def check_data_sizes(data: DictConfig) -> None:
+    """The data settings that need no corpus: whole numbers in range, named when wrong."""
+    for key, least in (("window", 1), ("batch_size", 1), ("num_workers", 0)):
+        value = data.get(key)
+        try:
+            number = int(value)
+            ok = number == value and number >= least
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"data.{key}={value!r}: expected a whole number >= {least}")
+
+
+@dataclass
+class RunParts:
+    """Everything a run trains with; the data parts are ``None`` when built without data."""
+
+    model: SSLModel
+    objective: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    settings: TrainerSettings
+    params: list[torch.nn.Parameter]
+    source: DataSource | None = None
+    train_corpus: Corpus | None = None
+    train_loader: torch.utils.data.DataLoader | None = None
+    sampler: SpeakerBatchSampler | None = None
+    val_loader: torch.utils.data.DataLoader | None = None
+
+
+def build_run(cfg: DictConfig, ctx: DistributedContext | None = None, data: bool = True,
+              progress: bool = False) -> RunParts:
+    """The parts of the run ``cfg`` describes, for the process ``ctx`` (default: one CPU).
+
+    ``data=False`` builds no corpus or loader (the benchmark times steps on its own batches).
+    With ``data``, rank 0 resolves the source first (generating the embedded corpus if
+    needed) while the other ranks wait, then find it cached.
+    """
+    ctx = ctx or DistributedContext()
+    settings = trainer_settings(cfg)
+    settings.check_device(ctx.device)
+    check_data_sizes(cfg.data)
+    source = None
+    if data:
+        if ctx.is_main:
+            source = resolve_data_source(cfg.data, progress=progress)
+        barrier(ctx, "waiting for rank 0 to prepare the corpus")
+        if not ctx.is_main:
+            source = resolve_data_source(cfg.data, progress=False)
+
+    seed = int(cfg.seed)
+    seed_everything(seed)  # identical initial weights on every rank
+    model = build_model(cfg)
+    objective = build_objective(cfg)
+    parts: dict[str, Any] = {}
+    if source is not None:
+        hop = int(model.hop)
+        on_error = str(cfg.data.on_error)
+        window = int(cfg.data.window)
+        train_corpus = load_split_corpus(source, source.train_split, on_error,
+                                         min_samples=window)
+        train_loader, sampler = build_loader(train_corpus, cfg.data, seed, ctx.rank,
+                                             ctx.world_size, hop=hop)
+        val_loader = None
+        if source.dev_split is not None and settings.val_every > 0:
+            dev_corpus = load_split_corpus(source, source.dev_split, on_error,
+                                           min_samples=window)
+            val_loader, _ = build_loader(dev_corpus, cfg.data, seed + 1, ctx.rank,
+                                         ctx.world_size, hop=hop)
+        parts = dict(source=source, train_corpus=train_corpus, train_loader=train_loader,
+                     sampler=sampler, val_loader=val_loader)
+    params = [p for m in (model, objective) for p in m.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(cfg, params, settings.max_steps)
+    return RunParts(model, objective, optimizer, scheduler, settings, params, **parts)
+
+
+def build_trainer(cfg: DictConfig, parts: RunParts, ctx: DistributedContext | None = None,
+                  run_dir: str | Path | None = None) -> Trainer:
+    """The trainer of ``parts`` in ``run_dir`` (default: ``cfg.run_dir``), keeping the
+    resolved config for its checkpoints."""
+    return Trainer(parts.model, parts.objective, parts.optimizer, parts.scheduler,
+                   parts.train_loader, parts.sampler, run_dir or cfg.run_dir, parts.settings,
+                   ctx=ctx, val_loader=parts.val_loader, config=plain_config(cfg),
+                   seed=int(cfg.seed))

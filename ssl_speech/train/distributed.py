@@ -3,15 +3,27 @@
 Rank and world size come from the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``); multi-node jobs use torchrun's rendezvous. Backend: NCCL on CUDA, gloo on CPU.
 Only rank 0 prints, logs and writes; every rank runs the collectives in the same order.
+
+A rank that dies or hangs leaves the others waiting in a collective: each waits at most
+``trainer.collective_timeout_s`` seconds (the process group's timeout), then stops with a
+:class:`CollectiveError` naming its rank and the collective.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ssl_speech.train.errors import CollectiveError
+
+DEFAULT_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @property
     def is_main(self) -> bool:
@@ -55,8 +68,14 @@ def _export_submitit_environment() -> None:
     TorchDistributedEnvironment().export()
 
 
-def init_distributed(device: str = "auto", backend: str = "auto") -> DistributedContext:
-    """Join the process group if launched by torchrun (or submitit), else a single process."""
+def init_distributed(device: str = "auto", backend: str = "auto",
+                     timeout_s: float = DEFAULT_TIMEOUT_S) -> DistributedContext:
+    """Join the process group if launched by torchrun (or submitit), else a single process.
+
+    ``timeout_s``: how long a collective waits for the other ranks before it fails.
+    """
+    if not timeout_s > 0:
+        raise ValueError(f"trainer.collective_timeout_s={timeout_s}: must be > 0 seconds")
     _export_submitit_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -67,8 +86,9 @@ def init_distributed(device: str = "auto", backend: str = "auto") -> Distributed
             backend = "nccl" if resolved.type == "cuda" else "gloo"
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistributedContext(rank, world_size, local_rank, resolved)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return DistributedContext(rank, world_size, local_rank, resolved, timeout_s)
 
 
 def shutdown_distributed() -> None:
@@ -76,13 +96,48 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def collective(what: str, ctx: DistributedContext, only_dist_errors: bool = False,
+               ) -> Iterator[None]:
+    """Turn a failed or timed-out collective into a :class:`CollectiveError` naming the rank.
+
+    ``only_dist_errors``: around code that also computes (a training step), convert only
+    torch's distributed errors, so that a model's own ``RuntimeError`` keeps its name.
+    """
+    if not ctx.enabled:
+        yield
+        return
+    caught = dist.DistError if only_dist_errors else RuntimeError
+    try:
+        yield
+    except caught as error:
+        if isinstance(error, CollectiveError):
+            raise
+        raise CollectiveError(
+            f"rank {ctx.rank} of {ctx.world_size}: {what} failed or waited more than "
+            f"trainer.collective_timeout_s={ctx.timeout_s:g} s for the other ranks; another "
+            f"rank probably died or hung (see its log above). {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}") from error
+
+
 def all_reduce_mean(values: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Mean of a tensor over ranks (identity on one process)."""
     if not ctx.enabled:
         return values
     values = values.clone()
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    with collective("the metrics all-reduce", ctx):
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values / ctx.world_size
+
+
+def gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order: ``[obj]`` on one process."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    with collective("gathering the random states for a checkpoint", ctx):
+        dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def any_rank(flag: bool, ctx: DistributedContext) -> bool:
@@ -90,10 +145,12 @@ def any_rank(flag: bool, ctx: DistributedContext) -> bool:
     if not ctx.enabled:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    with collective("the preemption check", ctx):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
 
-def barrier(ctx: DistributedContext) -> None:
+def barrier(ctx: DistributedContext, what: str = "a barrier") -> None:
     if ctx.enabled:
-        dist.barrier()
+        with collective(what, ctx):
+            dist.barrier()

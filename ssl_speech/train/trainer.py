@@ -1,43 +1,55 @@
 """The training loop: one explicit loop in plain PyTorch.
 
-Each optimizer step is ``accumulate`` micro-batches (gradient sync only on the last one under
-DDP), autocast in the configured precision, an fp16 gradient scaler where needed, clipping, a
-non-finite guard, the optimizer and schedule, the objective's post-step hook, then collapse
-diagnostics, logging, validation and checkpoints at their intervals. The trainer knows nothing
-of a particular objective: it optimises ``model`` and ``objective`` parameters together and
-averages whatever metrics the objective returns.
+:meth:`Trainer.train_step` is one optimizer step: ``accumulate`` micro-batches (gradient sync
+only on the last one under DDP), autocast in the configured precision, an fp16 gradient scaler
+where needed, clipping, a non-finite guard, the optimizer and schedule, then the objective's
+``after_optimizer_step`` hook. :meth:`Trainer.fit` repeats it, and after each step watches for
+collapse, logs, validates, honours a preemption signal and checkpoints, each at its interval.
+The trainer knows nothing of a particular objective: it optimises ``model`` and ``objective``
+parameters together and averages whatever metrics the objective returns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import sys
 import time
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.batch import Batch
+from ssl_speech.objectives.base import Objective
 from ssl_speech.runs import checkpoint as ckpt
 from ssl_speech.runs.metrics_log import MetricsLogger
-from ssl_speech.train.diagnostics import CollapseThresholds, FrameBuffer, collapse_metrics
-from ssl_speech.train.distributed import DistributedContext, all_reduce_mean, any_rank, barrier
+from ssl_speech.train.collapse_watch import CollapseWatch
+from ssl_speech.train.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    collective,
+    gather_objects,
+)
+from ssl_speech.train.errors import TrainingStoppedError
 from ssl_speech.train.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler
+from ssl_speech.train.resume_check import check_resume_config
 from ssl_speech.train.rng import capture_rng_state, restore_rng_state
+from ssl_speech.train.settings import PRECISIONS, TrainerSettings
 
-PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+__all__ = ["PreemptedExit", "TrainModule", "Trainer", "TrainerSettings", "TrainingStoppedError"]
 
-
-class TrainingStoppedError(RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps); the message says why."""
+TENSORBOARD_HINT = ("trainer.tensorboard=true but tensorboard is not installed, so no "
+                    "TensorBoard logs are written: pip install 'ssl_speech[tensorboard]', or "
+                    "set trainer.tensorboard=false")
 
 
 class PreemptedExit(SystemExit):
@@ -45,49 +57,6 @@ class PreemptedExit(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(PREEMPTED_EXIT_CODE)
-
-
-@dataclass
-class TrainerSettings:
-    """Loop settings (the ``trainer`` config group), validated on construction."""
-
-    max_steps: int = 1000
-    accumulate: int = 1
-    precision: str = "32"
-    grad_clip: float = 0.0
-    log_every: int = 20
-    val_every: int = 0
-    val_batches: int = 20
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    max_nonfinite: int = 10
-    find_unused_parameters: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-    diagnostics_every: int = 0  # collapse metrics every N steps (0: off)
-    diagnostics_steps: int = 4  # ... on the frames of the last steps up to then
-    diagnostics_frames: int = 4096  # ... at most this many frames per feature
-    collapse: Any = None  # CollapseThresholds or its mapping
-
-    def __post_init__(self) -> None:
-        self.precision = str(self.precision)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"trainer.precision={self.precision!r}: expected 32, bf16 or 16")
-        for name in ("max_steps", "accumulate", "log_every", "max_nonfinite"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-        if self.grad_clip < 0:
-            raise ValueError(f"trainer.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
-        if self.diagnostics_every < 0:
-            raise ValueError(f"trainer.diagnostics_every must be >= 0 (0 disables), got "
-                             f"{self.diagnostics_every}")
-        for name in ("diagnostics_steps", "diagnostics_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-        self.collapse = CollapseThresholds.from_mapping(self.collapse)
-        if self.collapse.enabled and not self.diagnostics_every:
-            raise ValueError("trainer.collapse thresholds need the diagnostics: set "
-                             "trainer.diagnostics_every > 0")
 
 
 class TrainModule(nn.Module):
@@ -103,26 +72,48 @@ class TrainModule(nn.Module):
         return out.loss, out.metrics
 
 
+class _LogWindow:
+    """Training metrics summed over the steps since the last log line (kept on the device)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.audio_seconds = 0.0
+        self.tick = time.perf_counter()
+
+    def add(self, metrics: dict[str, Tensor], audio_seconds: float) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0) + value
+        self.count += 1
+        self.audio_seconds += audio_seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.tick
+
+
 class Trainer:
     """Runs training of ``model`` with ``objective`` on batches from ``train_loader``.
 
     ``train_sampler`` must be the loader's batch sampler with ``set_epoch``, ``state_dict`` and
     ``load_state_dict`` (see ``SpeakerBatchSampler``); its position is recorded from the number
     of batches the loop has consumed, so loader prefetching never skips data on resume.
+    ``objective`` is an :class:`~ssl_speech.objectives.base.Objective`; its hooks
+    (``after_optimizer_step``, ``extra_state``/``load_extra_state``, ``diagnostic_features``)
+    are called directly.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        objective: nn.Module,
+        objective: Objective,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        train_loader: torch.utils.data.DataLoader,
+        train_loader: Any,
         train_sampler: Any,
         run_dir: str | Path,
         settings: TrainerSettings,
         ctx: DistributedContext | None = None,
-        val_loader: torch.utils.data.DataLoader | None = None,
+        val_loader: Any = None,
         config: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -139,8 +130,7 @@ class Trainer:
         self.config = config or {}
         self.seed = seed
         self.device = self.ctx.device
-        if settings.precision == "16" and self.device.type != "cuda":
-            raise ValueError("trainer.precision=16 needs a CUDA device; use bf16 on CPU")
+        settings.check_device(self.device)
         self.amp_dtype = PRECISIONS[settings.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.precision == "16")
         self.step = 0
@@ -148,6 +138,7 @@ class Trainer:
         self.consumed = 0  # batches of the current epoch already used
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
+        self.last_step_updated = False  # whether the newest train_step changed the weights
         self.module = TrainModule(model, objective).to(self.device)
         self.wrapped: nn.Module = self.module
         if self.ctx.enabled:
@@ -157,18 +148,21 @@ class Trainer:
                 find_unused_parameters=settings.find_unused_parameters,
             )
         self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.collapse_watch = CollapseWatch(
+            settings.diagnostics_every, settings.diagnostics_steps, settings.diagnostics_frames,
+            settings.collapse, reduce=lambda values: self._reduce(values, 1),
+            autocast=self.autocast, device=self.device)
         self.logger: MetricsLogger | None = None
-        self._diag_frames = FrameBuffer(settings.diagnostics_frames)
-        self._diag_batches: list[Batch] = []
+        self._wandb: Any = None
+        self._bar: tqdm | None = None
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        extra = getattr(self.objective, "extra_state", None)
         return {
             "format": 1,
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
-            "objective_extra": extra() if callable(extra) else {},
+            "objective_extra": self.objective.extra_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -176,7 +170,7 @@ class Trainer:
             "epoch": self.epoch,
             "consumed": self.consumed,
             "sampler": self.sampler.state_dict(consumed_batches=self.consumed),
-            "rng": self._gather_rng_states(),
+            "rng": gather_objects(capture_rng_state(), self.ctx),
             "world_size": self.ctx.world_size,
             "counters": {"nonfinite_total": self.nonfinite_total,
                          "nonfinite_streak": self.nonfinite_streak},
@@ -187,9 +181,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
-        load_extra = getattr(self.objective, "load_extra_state", None)
-        if callable(load_extra):
-            load_extra(state.get("objective_extra", {}))
+        self.objective.load_extra_state(state.get("objective_extra", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -210,14 +202,6 @@ class Trainer:
             )
             torch.manual_seed(self.seed + 1000 * self.step + self.ctx.rank)
 
-    def _gather_rng_states(self) -> list[dict[str, Any]]:
-        local = capture_rng_state()
-        if not self.ctx.enabled:
-            return [local]
-        gathered: list[Any] = [None] * self.ctx.world_size
-        dist.all_gather_object(gathered, local)
-        return gathered
-
     def save(self) -> Path | None:
         """Every rank takes part (RNG states are gathered); rank 0 writes."""
         state = self.state_dict()
@@ -229,7 +213,10 @@ class Trainer:
         return path
 
     def maybe_resume(self, resume: str | bool) -> bool:
-        """``resume``: ``auto`` (if the run has a checkpoint), ``true``, ``false``, or a path."""
+        """``resume``: ``auto`` (if the run has a checkpoint), ``true``, ``false``, or a path.
+
+        A checkpoint of a different config is refused (``trainer.resume_changed``).
+        """
         resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
         if resume in ("false", "no", "0"):
             return False
@@ -240,30 +227,44 @@ class Trainer:
                 raise ckpt.CheckpointError(f"trainer.resume=true but {source} has no checkpoint")
             return False
         state = ckpt.load_checkpoint(found, map_location=self.device)
+        changes = check_resume_config(state.get("config") or {}, self.config,
+                                      self.settings.resume_changed, found)
+        if changes:
+            self._print(f"resuming {found} with a changed config (trainer.resume_changed="
+                        "allow): " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes))
         self.load_state_dict(state)
         self._print(f"resumed from {found} at step {self.step} (epoch {self.epoch}, "
                     f"batch {self.consumed})")
         return True
 
-    # ----------------------------------------------------------------- loop
-    def _print(self, message: str) -> None:
-        if self.ctx.is_main:
-            tqdm.write(message, file=sys.stderr)
-
-    def _batches(self) -> Iterator[Batch]:
-        """Batches across epochs; ``self.epoch``/``self.consumed`` track what was handed out."""
-        while True:
-            self.sampler.set_epoch(self.epoch)
-            for batch in self.train_loader:
-                self.consumed += 1
-                yield batch
-            self.epoch += 1
-            self.consumed = 0
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    # ----------------------------------------------------------------- one step
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's autocast context in the configured precision."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def compile(self, **options: Any) -> None:
+        """Run the training forward pass through ``torch.compile(**options)``."""
+        self.wrapped = torch.compile(self.wrapped, **options)
+
+    def train_step(self, micro_batches: list[Batch]) -> dict[str, Tensor]:
+        """One optimizer step on ``micro_batches`` (gradients accumulated over them).
+
+        Returns the step's metrics as 0-dim tensors on the device (no host sync): the
+        objective's, averaged over the micro-batches, with ``loss`` and ``grad_norm``.
+        A non-finite step changes no weight (:attr:`last_step_updated` is false) and is
+        counted; too many in a row raise :class:`TrainingStoppedError`.
+        """
+        with collective("the gradient all-reduce of a training step", self.ctx,
+                        only_dist_errors=True):
+            loss, metrics = self._forward_backward(micro_batches)
+        self.last_step_updated = self._optimizer_step(loss, metrics)
+        self.step += 1
+        if self.last_step_updated:
+            self.objective.after_optimizer_step(self.model, self.step)
+        metrics["loss"] = loss
+        return metrics
 
     def _forward_backward(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
         """Accumulate gradients over micro-batches; sync only on the last under DDP."""
@@ -275,7 +276,7 @@ class Trainer:
             if self.ctx.enabled and not last:
                 sync = self.wrapped.no_sync()
             with sync:
-                with self._autocast():
+                with self.autocast():
                     loss, metrics = self.wrapped(batch.to(self.device, non_blocking=True))
                 self.scaler.scale(loss.float() / len(batches)).backward()
             total_loss += loss.detach().float()
@@ -334,7 +335,7 @@ class Trainer:
             for i, batch in enumerate(self.val_loader):
                 if i >= self.settings.val_batches:
                     break
-                with self._autocast():
+                with self.autocast():
                     loss, metrics = self.module(batch.to(self.device))
                 metrics = {"loss": loss.detach(), **metrics}
                 for name, value in metrics.items():
@@ -343,131 +344,131 @@ class Trainer:
         self.module.train()
         return self._reduce(sums, count)
 
+    # ----------------------------------------------------------------- the loop
     def fit(self, resume: str | bool = "auto") -> dict[str, float]:
         """Train to ``settings.max_steps``; returns the last logged training metrics."""
         s = self.settings
         resumed = self.maybe_resume(resume)
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main,
-                                    tensorboard=s.tensorboard,
-                                    resume_step=self.step if resumed else None)
+        self._open_logs(resumed)
         if self.step >= s.max_steps:
             self._print(f"run already complete at step {self.step} (trainer.max_steps="
                         f"{s.max_steps}); nothing to train")
+            self._close_logs()
             return {}
-        window_seconds = self._window_seconds()
-        bar = tqdm(total=s.max_steps, initial=self.step, disable=not (s.progress and
-                   self.ctx.is_main), dynamic_ncols=True, desc="train", file=sys.stderr)
-        sums: dict[str, Tensor] = {}
-        count, last = 0, {}
-        tick, audio_since_tick = time.perf_counter(), 0.0
+        self._bar = tqdm(total=s.max_steps, initial=self.step, disable=not (
+            s.progress and self.ctx.is_main), dynamic_ncols=True, desc="train", file=sys.stderr)
+        window, last = _LogWindow(), {}
         batches = self._batches()
         self.module.train()
         with PreemptionHandler() as preemption:
             while self.step < s.max_steps:
                 micro = [next(batches) for _ in range(s.accumulate)]
-                loss, metrics = self._forward_backward(micro)
-                stepped = self._optimizer_step(loss, metrics)
-                self.step += 1
-                hook = getattr(self.objective, "after_optimizer_step", None)
-                if stepped and callable(hook):
-                    hook(self.model, self.step)
-                diagnostics = self._maybe_diagnose(micro)
-                metrics["loss"] = loss
-                for name, value in metrics.items():
-                    sums[name] = sums.get(name, 0) + value
-                count += 1
-                audio_since_tick += sum(b.wav.shape[0] for b in micro) * window_seconds
-                bar.update(1)
+                metrics = self.train_step(micro)
+                self._bar.update(1)
+                diagnostics = self.collapse_watch.after_step(self.step, self.model,
+                                                             self.objective, micro)
+                window.add(metrics, self._audio_seconds(micro))
                 if diagnostics or self.step % s.log_every == 0 or self.step == s.max_steps:
-                    last = {**self._reduce(sums, count), **diagnostics}
-                    elapsed = time.perf_counter() - tick
-                    last["audio_s_per_s"] = audio_since_tick * self.ctx.world_size / elapsed
-                    last["lr"] = self.scheduler.get_last_lr()[0]
-                    last["nonfinite_steps"] = float(self.nonfinite_total)
-                    self.logger.log(self.step, last, epoch=self.epoch)
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last.get('acc', 0):.3f}",
-                                    audio_s_per_s=f"{last['audio_s_per_s']:.0f}")
-                    sums, count = {}, 0
-                    tick, audio_since_tick = time.perf_counter(), 0.0
-                if s.val_every and self.step % s.val_every == 0:
-                    val = self.validate()
-                    self.logger.log(self.step, val, split="val")
-                    self._print(f"step {self.step} val " + " ".join(
-                        f"{k}={v:.4f}" for k, v in sorted(val.items()) if "/" not in k))
-                if any_rank(preemption.requested, self.ctx):
-                    self._print(f"preemption signal ({preemption.received}): saving at step "
-                                f"{self.step} and exiting with code {PREEMPTED_EXIT_CODE}")
-                    self.save()
-                    bar.close()
-                    self.logger.close()
-                    preemption.pass_on()  # e.g. to a launcher that requeues the job itself
-                    raise PreemptedExit()
-                if (s.checkpoint_every and self.step % s.checkpoint_every == 0) \
-                        or self.step == s.max_steps:
-                    self.save()
-        bar.close()
-        self.logger.close()
+                    last = self._log_training(window, diagnostics)
+                    window = _LogWindow()
+                self._maybe_validate()
+                self._exit_if_preempted(preemption, saved=False)
+                self._maybe_checkpoint()
+            # A signal that came during the final checkpoint: the run is complete and saved.
+            self._exit_if_preempted(preemption, saved=True)
+        self._close_logs()
         return last
 
-    def _maybe_diagnose(self, micro: list[Batch]) -> dict[str, float]:
-        """Collapse metrics (``diag/...``) every ``diagnostics_every`` steps; raises on collapse.
+    def _batches(self) -> Iterator[Batch]:
+        """Batches across epochs; ``self.epoch``/``self.consumed`` track what was handed out."""
+        while True:
+            self.sampler.set_epoch(self.epoch)
+            for batch in self.train_loader:
+                self.consumed += 1
+                yield batch
+            self.epoch += 1
+            self.consumed = 0
 
-        Frames are gathered over the last ``diagnostics_steps`` steps up to each diagnosis:
-        the objective's ``diagnostic_features()`` if it has them (references, no copy), else
-        the batches, whose ``z`` and ``c`` the model computes at the diagnosis (eval mode, no
-        gradient). Only the diagnosis itself syncs with the host.
-        """
-        s = self.settings
-        if not s.diagnostics_every:
-            return {}
-        steps_left = -self.step % s.diagnostics_every
-        if steps_left >= s.diagnostics_steps:
-            return {}
-        hook = getattr(self.objective, "diagnostic_features", None)
-        features = hook() if callable(hook) else {}
-        if features:
-            self._diag_frames.add(features)
-        else:
-            self._diag_batches.extend(micro)
-        if steps_left:
-            return {}
-        features = self._diag_frames.take() or self._model_features(self._diag_batches)
-        self._diag_batches = []
-        values = self._reduce(collapse_metrics(features), 1)
-        values = {f"diag/{name}": value for name, value in values.items()}
-        message = s.collapse.violation(values, self.step)
-        if message is not None:
-            raise TrainingStoppedError(
-                f"{message}. The diagnostics at that step: " + ", ".join(
-                    f"{k}={v:.3g}" for k, v in sorted(values.items())))
+    def _log_training(self, window: _LogWindow, diagnostics: dict[str, float],
+                      ) -> dict[str, float]:
+        values = {**self._reduce(window.sums, window.count), **diagnostics}
+        values["audio_s_per_s"] = window.audio_seconds * self.ctx.world_size / window.elapsed()
+        values["lr"] = self.scheduler.get_last_lr()[0]
+        values["nonfinite_steps"] = float(self.nonfinite_total)
+        self._log(values, "train", epoch=self.epoch)
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values.get('acc', 0):.3f}",
+                                  audio_s_per_s=f"{values['audio_s_per_s']:.0f}")
         return values
 
-    @torch.no_grad()
-    def _model_features(self, batches: list[Batch]) -> dict[str, Tensor]:
-        """The model's ``z`` and ``c`` frames on the newest ``batches`` (eval mode)."""
-        zs: list[Tensor] = []
-        cs: list[Tensor] = []
-        self.model.eval()
-        try:
-            for batch in reversed(batches):
-                with self._autocast():
-                    z, c = self.model(batch.wav.to(self.device, non_blocking=True))
-                zs.append(z.flatten(0, 1))
-                cs.append(c.flatten(0, 1))
-                if sum(len(x) for x in zs) >= self.settings.diagnostics_frames:
-                    break
-        finally:
-            self.model.train()
-        if not zs:
-            return {}
-        frames = self.settings.diagnostics_frames
-        return {"z": torch.cat(zs)[:frames], "c": torch.cat(cs)[:frames]}
+    def _maybe_validate(self) -> None:
+        every = self.settings.val_every
+        if not every or self.step % every:
+            return
+        values = self.validate()
+        self._log(values, "val")
+        self._print(f"step {self.step} val " + " ".join(
+            f"{k}={v:.4f}" for k, v in sorted(values.items()) if "/" not in k))
 
-    def _window_seconds(self) -> float:
-        sampler_window = getattr(self.sampler, "window", None)
-        return float(sampler_window) / SAMPLE_RATE if sampler_window else 0.0
+    def _exit_if_preempted(self, preemption: PreemptionHandler, saved: bool) -> None:
+        """On a preemption signal (on any rank): checkpoint unless ``saved`` at this step,
+        then exit with code 75. A second signal meanwhile is ignored (the handler stays)."""
+        if not any_rank(preemption.requested, self.ctx):
+            return
+        where = "training is complete and saved" if saved else "saving"
+        received = preemption.received.name if preemption.received else "on another rank"
+        self._print(f"preemption signal ({received}) at step {self.step}: {where}; exiting "
+                    f"with code {PREEMPTED_EXIT_CODE}, the same command resumes the run")
+        if not saved:
+            self.save()
+        self._close_logs()
+        preemption.pass_on()  # e.g. to a launcher that requeues the job itself
+        raise PreemptedExit()
+
+    def _maybe_checkpoint(self) -> None:
+        every = self.settings.checkpoint_every
+        if (every and self.step % every == 0) or self.step == self.settings.max_steps:
+            self.save()
+
+    # ----------------------------------------------------------------- output
+    def _open_logs(self, resumed: bool) -> None:
+        s = self.settings
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if s.tensorboard and importlib.util.find_spec("tensorboard") is None:
+                warnings.warn(TENSORBOARD_HINT, stacklevel=3)
+        self.logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main,
+                                    tensorboard=s.tensorboard,
+                                    resume_step=self.step if resumed else None)
+        if s.wandb is not None and self.ctx.is_main:
+            from ssl_speech.train.wandb_logger import WandbLogger
+
+            self._wandb = WandbLogger(s.wandb, self.run_dir, self.config, resume=resumed)
+
+    def _log(self, values: dict[str, float], split: str, **extra: Any) -> None:
+        if self.logger is not None:
+            self.logger.log(self.step, values, split=split, **extra)
+        if self._wandb is not None:
+            self._wandb.log(self.step, values, split=split)
+
+    def _close_logs(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.logger is not None:
+            self.logger.close()
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
+
+    def _print(self, message: str) -> None:
+        if self.ctx.is_main:
+            tqdm.write(message, file=sys.stderr)
+
+    def _audio_seconds(self, micro: list[Batch]) -> float:
+        window = getattr(self.sampler, "window", None)
+        seconds = float(window) / SAMPLE_RATE if window else 0.0
+        return sum(b.wav.shape[0] for b in micro) * seconds
 
 
 def _versions() -> dict[str, str]:

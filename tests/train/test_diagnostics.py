@@ -15,7 +15,7 @@ from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.objectives.base import ObjectiveOutput
+from ssl_speech.objectives.base import Objective, ObjectiveOutput
 from ssl_speech.train.diagnostics import (
     CollapseThresholds,
     FrameBuffer,
@@ -149,7 +149,7 @@ class CollapsedModel(nn.Module):
         return z, z
 
 
-class MatchFrames(nn.Module):
+class MatchFrames(Objective):
     """Pulls the context towards a projection of the latents (collapse stays a solution)."""
 
     def __init__(self, dim: int = 16, features: bool = False) -> None:

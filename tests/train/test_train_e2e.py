@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from ssl_speech import load_model
-from ssl_speech.config import config_dir
+from ssl_speech.config import compose
 from ssl_speech.runs import checkpoint as ckpt
-from ssl_speech.train.__main__ import run
+from ssl_speech.train.api import train as run
 
 SMALL_OBJECTIVE = {
     "cpc": ["objective.num_steps=4", "objective.num_negatives=16"],
@@ -33,8 +32,7 @@ def small_config(root: Path, run_dir: Path, objective: str = "cpc", extra: tuple
         "probe.enabled=false", f"run_dir={run_dir}", "run_name=test",
         *SMALL_OBJECTIVE[objective], *extra,
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides)
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:

@@ -11,14 +11,14 @@ from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.objectives.base import ObjectiveOutput
+from ssl_speech.objectives.base import Objective, ObjectiveOutput
 from ssl_speech.train.distributed import DistributedContext
 from ssl_speech.train.trainer import Trainer, TrainerSettings
 
 WINDOW = 1600  # 10 frames
 
 
-class NextFrameRegression(nn.Module):
+class NextFrameRegression(Objective):
     """A deterministic objective (no sampling), so runs can be compared exactly."""
 
     def __init__(self, dim: int) -> None:
