@@ -28,22 +28,20 @@ shows how unevenly the predictions share the window), and ``loss``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_speech.data.batch import Batch
-from ssl_speech.nn.heads import make_heads
 from ssl_speech.objectives.base import Objective, ObjectiveOutput
-from ssl_speech.objectives.negatives import check_mode, negative_pool, sample_negative_indices
-from ssl_speech.objectives.scores import (
-    check_features,
-    check_method,
-    count_anchors,
-    info_nce_log_prob,
-    resolve_score_scale,
-    window_and_negative_scores,
+from ssl_speech.objectives.predictive import (
+    PredictiveCore,
+    check_count,
+    load_heads_of_older_checkpoints,
 )
+from ssl_speech.objectives.scores import info_nce_log_prob
 
 # Log-weight of a state the chain cannot be in. Finite so that logaddexp of two of them has a
 # finite (zero-weighted) gradient; far below any real path score.
@@ -150,18 +148,11 @@ class ACPC(Objective):
         dim: latent size D of the encoder output z.
         context_dim: context size H of c; default ``dim``.
         num_predictions: predictions K per anchor.
-        num_matched: future latents M each anchor's predictions are aligned to (``M >= K``).
-        num_negatives: negatives N per anchor, shared by all predictions.
-        head: prediction heads, ``"transformer"`` or ``"linear"``.
-        head_heads: attention heads of the Transformer heads.
-        head_ffn_dim: feed-forward size of the Transformer heads.
-        negatives: ``"batch"`` or ``"sequence"`` (see :mod:`ssl_speech.objectives.negatives`).
-        exclude_positive: never draw an anchor's M future frames as its negatives.
-        score_scale: multiplies ``q·z``: a number, ``"1/dim"`` (default) or ``"1/sqrt(dim)"``.
-        dropout: dropout inside the Transformer heads.
-        score_method: ``"gather"`` or ``"dense"`` (see :mod:`ssl_speech.objectives.scores`).
-        negatives_across_ranks: under DDP, draw batch-mode negatives from the latents of every
-            rank (see :mod:`ssl_speech.objectives.negatives` for the trade-off).
+        num_matched: future latents M each anchor's predictions are aligned to (``M >= K``);
+            also the window ``exclude_positive`` keeps out of the negatives.
+        **options: the predictive options shared with CPC and RPC (``num_negatives``,
+            ``head``, ``negatives``, ``score_scale``, ``negatives_across_ranks``, …; see
+            :mod:`ssl_speech.objectives.predictive`).
 
     ``forward(model, batch)`` runs ``z, c = model(batch.wav)`` (z ``(B, T, D)``, c ``(B, T, H)``
     causal) and returns the loss with metrics ``loss``, ``acc``, ``segment_length`` and
@@ -174,67 +165,22 @@ class ACPC(Objective):
         context_dim: int | None = None,
         num_predictions: int = 8,
         num_matched: int = 12,
-        num_negatives: int = 128,
-        head: str = "transformer",
-        head_heads: int = 8,
-        head_ffn_dim: int = 2048,
-        negatives: str = "batch",
-        exclude_positive: bool = False,
-        score_scale: float | str | None = None,
-        dropout: float = 0.0,
-        score_method: str = "dense",
-        negatives_across_ranks: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("dim", dim),
-            ("num_predictions", num_predictions),
-            ("num_negatives", num_negatives),
-        ):
-            if value < 1:
-                raise ValueError(f"ACPC {name} must be >= 1, got {value}")
+        self.num_predictions = check_count("ACPC", "num_predictions", num_predictions)
         if num_matched < num_predictions:
             raise ValueError(
                 f"num_matched={num_matched} must be >= num_predictions={num_predictions}: "
                 "every prediction covers at least one matched latent"
             )
-        self.dim = dim
-        self.context_dim = dim if context_dim is None else context_dim
-        self.num_predictions = num_predictions
         self.num_matched = num_matched
-        self.num_negatives = num_negatives
-        self.negatives = check_mode(negatives)
-        self.exclude_positive = exclude_positive
-        self.score_scale = resolve_score_scale(score_scale, dim)
-        self.score_method = check_method(score_method)
-        self.negatives_across_ranks = negatives_across_ranks
-        self.heads: nn.Module = make_heads(
-            head, self.context_dim, dim, num_predictions, head_heads, head_ffn_dim, dropout
-        )
+        self.core = PredictiveCore("ACPC", dim, context_dim, num_predictions, num_matched,
+                                   **options)
+        self._register_load_state_dict_pre_hook(load_heads_of_older_checkpoints)
 
     def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
-        z, c = model(batch.wav)
-        hop = getattr(getattr(model, "encoder", None), "hop", None)
-        return self.compute(z, c, num_samples=batch.wav.shape[-1], hop=hop)
-
-    def sample_negatives(
-        self, z: Tensor, num_anchors: int, pool_sequences: int | None = None, offset: int = 0
-    ) -> Tensor:
-        """Negative indices ``(B, A, N)`` for anchors ``0 … A−1``, into ``z.reshape(B·T, D)``
-        or into a pool of ``pool_sequences`` sequences where ``z`` starts at ``offset``."""
-        B, T = z.shape[:2]
-        return sample_negative_indices(
-            B,
-            T,
-            self.num_negatives,
-            num_anchors,
-            self.negatives,
-            exclude_positive=self.exclude_positive,
-            num_steps=self.num_matched,
-            device=z.device,
-            pool_sequences=pool_sequences,
-            sequence_offset=offset,
-        )
+        return self.compute(*self.core.encode(model, batch))
 
     def pair_scores(
         self, z: Tensor, c: Tensor, negative_index: Tensor | None = None
@@ -244,39 +190,18 @@ class ACPC(Objective):
         ``correct[b, t, m, k]`` is true when ``s(q_k, z_{t+m+1})`` is above every negative score
         of ``q_k`` (a detached bool tensor of the same shape).
         """
-        M = self.num_matched
-        A = z.shape[1] - M
-        pool, offset = negative_pool(z, self.negatives_across_ranks)
-        if negative_index is None:
-            negative_index = self.sample_negatives(z, A, pool.shape[0], offset)
-        predictions = self.heads(c[:, :A])  # (B, A, K, D); causal heads
-        window, negative = window_and_negative_scores(
-            predictions, z, negative_index, M, self.score_scale, self.score_method, pool
-        )  # (B, A, K, M), (B, A, K, N)
+        window, negative = self.core.scores(z, c, self.num_matched, negative_index)
+        # window (B, A, K, M), negative (B, A, K, N)
         pair = info_nce_log_prob(window, negative.logsumexp(-1, keepdim=True))
         with torch.no_grad():
             correct = window > negative.amax(-1, keepdim=True)
         return pair.transpose(-1, -2), correct.transpose(-1, -2)
 
-    def compute(
-        self,
-        z: Tensor,
-        c: Tensor,
-        negative_index: Tensor | None = None,
-        num_samples: int | None = None,
-        hop: int | None = None,
-    ) -> ObjectiveOutput:
-        """The loss and metrics from the model's outputs.
-
-        Args:
-            z: ``(B, T, D)`` latents.
-            c: ``(B, T, H)`` causal context.
-            negative_index: ``(B, T−M, N)`` negatives to use instead of a fresh draw.
-            num_samples: window length in samples, only to word the too-short error.
-            hop: the encoder's samples per frame, likewise.
-        """
-        check_features(z, c, self.dim, self.context_dim, type(self).__name__)
-        count_anchors(z.shape[1], self.num_matched, num_samples, hop)
+    def compute(self, z: Tensor, c: Tensor, negative_index: Tensor | None = None
+                ) -> ObjectiveOutput:
+        """The loss and metrics from ``z (B, T, D)`` and ``c (B, T, H)``; ``negative_index
+        (B, T−M, N)`` replaces a fresh draw."""
+        self.core.count_anchors(z, c)
         pair, correct = self.pair_scores(z, c, negative_index)
         loss = -alignment_log_likelihood(pair).mean()
         path, _ = viterbi_alignment(pair.detach())  # (B, A, M)

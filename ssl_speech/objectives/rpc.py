@@ -39,31 +39,26 @@ leave here (chance accuracy after 150 steps of the default run). Our default α 
 nothing at f = 0, and the model learns from the first steps as CPC does. The default score
 scale is CPC's ``1/√D``; a scale of 1 starts with large scores that J first shrinks, and was
 about ten times slower to start. Positives' scores stay below ``1/β = 200`` at the optimum.
-Reused pieces: :func:`~ssl_speech.nn.heads.make_heads`,
-:func:`~ssl_speech.objectives.negatives.sample_negative_indices`,
-:func:`~ssl_speech.objectives.scores.step_scores` (one matrix product for all steps, no
-materialised candidate tensor) and :func:`~ssl_speech.objectives.scores.info_nce_log_prob`.
+Heads, negatives (also across DDP ranks) and scores come from CPC's
+:class:`~ssl_speech.objectives.predictive.PredictiveCore`; only the loss is RPC's.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ssl_speech.data.batch import Batch
-from ssl_speech.nn.heads import make_heads
 from ssl_speech.objectives.base import Objective, ObjectiveOutput
-from ssl_speech.objectives.negatives import check_mode, sample_negative_indices
-from ssl_speech.objectives.scores import (
-    check_features,
-    check_method,
-    count_anchors,
-    info_nce_log_prob,
-    resolve_score_scale,
-    step_scores,
+from ssl_speech.objectives.predictive import (
+    PredictiveCore,
+    check_count,
+    load_heads_of_older_checkpoints,
 )
+from ssl_speech.objectives.scores import info_nce_log_prob
 
 # Smallest ratio the MI readout takes the log of (γf + α can be <= 0 far from the optimum).
 RATIO_FLOOR = 1e-6
@@ -137,19 +132,13 @@ class RPC(Objective):
         dim: latent size D of the encoder output z.
         context_dim: context size H of c; default ``dim``.
         num_steps: prediction steps K.
-        num_negatives: negatives N per anchor, shared by all steps.
         alpha: weight α of the negatives' linear term (>= 0).
         beta: weight β of the positives' quadratic term (>= 0); the MI readout needs βf < 1.
         gamma: weight γ of the negatives' quadratic term (> 0).
-        head: prediction heads, ``"linear"`` or ``"transformer"``.
-        head_heads: attention heads of the Transformer heads.
-        head_ffn_dim: feed-forward size of the Transformer heads.
-        negatives: ``"batch"`` or ``"sequence"`` (see :mod:`ssl_speech.objectives.negatives`).
-        exclude_positive: never draw an anchor's K future frames as its negatives.
-        score_scale: multiplies ``p·z``: a number, ``"1/dim"`` or ``"1/sqrt(dim)"`` (default).
-        dropout: dropout inside the Transformer heads.
-        score_method: ``"gather"`` or ``"dense"`` (see :mod:`ssl_speech.objectives.scores`).
         mi_clamp: margin ε of the MI readout's clamp ``βf ≤ 1 − ε``, in ``(0, 1)``.
+        **options: the predictive options shared with CPC and aligned CPC (``num_negatives``,
+            ``head``, ``negatives``, ``score_scale``, ``negatives_across_ranks``, …; see
+            :mod:`ssl_speech.objectives.predictive`).
 
     ``forward(model, batch)`` runs ``z, c = model(batch.wav)`` with z ``(B, T, D)`` and c
     ``(B, T, H)`` causal, and returns ``loss = −Σ_k J_k`` with metrics (per step ``k`` and
@@ -164,79 +153,31 @@ class RPC(Objective):
         dim: int = 256,
         context_dim: int | None = None,
         num_steps: int = 12,
-        num_negatives: int = 128,
         alpha: float = 1.0,
         beta: float = 0.005,
         gamma: float = 1.0,
-        head: str = "linear",
-        head_heads: int = 8,
-        head_ffn_dim: int = 2048,
-        negatives: str = "batch",
-        exclude_positive: bool = False,
-        score_scale: float | str | None = "1/sqrt(dim)",
-        dropout: float = 0.0,
-        score_method: str = "dense",
         mi_clamp: float = 1e-3,
+        **options: Any,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("dim", dim),
-            ("num_steps", num_steps),
-            ("num_negatives", num_negatives),
-        ):
-            if value < 1:
-                raise ValueError(f"RPC {name} must be >= 1, got {value}")
         if not 0 < mi_clamp < 1:
             raise ValueError(f"RPC mi_clamp must be in (0, 1), got {mi_clamp!r}")
         self.alpha, self.beta, self.gamma = check_coefficients(alpha, beta, gamma)
-        self.dim = dim
-        self.context_dim = dim if context_dim is None else context_dim
-        self.num_steps = num_steps
-        self.num_negatives = num_negatives
-        self.negatives = check_mode(negatives)
-        self.exclude_positive = exclude_positive
-        self.score_scale = resolve_score_scale(score_scale, dim)
-        self.score_method = check_method(score_method)
         self.mi_clamp = float(mi_clamp)
-        self.heads: nn.Module = make_heads(
-            head, self.context_dim, dim, num_steps, head_heads, head_ffn_dim, dropout
-        )
+        self.num_steps = check_count("RPC", "num_steps", num_steps)
+        self.core = PredictiveCore("RPC", dim, context_dim, num_steps, num_steps, **options)
+        self._register_load_state_dict_pre_hook(load_heads_of_older_checkpoints)
 
     def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
-        z, c = model(batch.wav)
-        hop = getattr(getattr(model, "encoder", None), "hop", None)
-        return self.compute(z, c, num_samples=batch.wav.shape[-1], hop=hop)
+        return self.compute(*self.core.encode(model, batch))
 
-    def compute(
-        self,
-        z: Tensor,
-        c: Tensor,
-        negative_index: Tensor | None = None,
-        num_samples: int | None = None,
-        hop: int | None = None,
-    ) -> ObjectiveOutput:
-        """The loss and metrics from the model's outputs.
-
-        Args:
-            z: ``(B, T, D)`` latents.
-            c: ``(B, T, H)`` causal context.
-            negative_index: ``(B, T−K, N)`` negatives to use instead of a fresh draw.
-            num_samples: window length in samples, only to word the too-short error.
-            hop: the encoder's samples per frame, likewise.
-        """
-        check_features(z, c, self.dim, self.context_dim, type(self).__name__)
-        K = self.num_steps
-        B, T = z.shape[:2]
-        A = count_anchors(T, K, num_samples, hop)
-        if negative_index is None:
-            negative_index = sample_negative_indices(
-                B, T, self.num_negatives, A, self.negatives,
-                exclude_positive=self.exclude_positive, num_steps=K, device=z.device,
-            )
-        predictions = self.heads(c[:, :A])  # (B, A, K, D); causal heads
-        positive, negative = step_scores(  # (B, A, K), (B, A, K, N), float32
-            predictions, z, negative_index, self.score_scale, self.score_method
-        )
+    def compute(self, z: Tensor, c: Tensor, negative_index: Tensor | None = None
+                ) -> ObjectiveOutput:
+        """``loss = −Σ_k J_k`` and the metrics from ``z (B, T, D)`` and ``c (B, T, H)``;
+        ``negative_index (B, T−K, N)`` replaces a fresh draw."""
+        self.core.count_anchors(z, c)
+        window, negative = self.core.scores(z, c, self.num_steps, negative_index)
+        positive = window.diagonal(dim1=-2, dim2=-1)  # (B, A, K); negative (B, A, K, N)
         step_j = relative_objective(positive, negative, self.alpha, self.beta, self.gamma)
         metrics = self._metrics(positive.detach(), negative.detach(), step_j.detach())
         return ObjectiveOutput(loss=-step_j.sum(), metrics=metrics)

@@ -34,6 +34,7 @@ class TinyModel(nn.Module):
         super().__init__()
         self.encoder = TinyEncoder(dim, hop)
         self.context = nn.LSTM(dim, context_dim, batch_first=True)
+        self.hop = hop
 
     def forward(self, wav: Tensor) -> tuple[Tensor, Tensor]:
         z = self.encoder(wav)

@@ -117,10 +117,10 @@ def test_pair_scores_match_reference() -> None:
     acpc = make_acpc()
     B, T, M = 2, 14, 5
     z, c = torch.randn(B, T, D), torch.randn(B, T, H)
-    negative_index = acpc.sample_negatives(z, T - M)
+    negative_index = acpc.core.sample_negatives(z, T - M)
     pair, correct = acpc.pair_scores(z, c, negative_index)
     ref_pair, ref_correct = reference_pair_scores(
-        acpc.heads(c)[:, : T - M], z, negative_index, M, acpc.score_scale
+        acpc.core.heads(c)[:, : T - M], z, negative_index, M, acpc.core.score_scale
     )
     torch.testing.assert_close(pair, ref_pair)
     assert torch.equal(correct, ref_correct)
@@ -131,10 +131,10 @@ def test_metrics_follow_the_viterbi_alignment() -> None:
     acpc = make_acpc("linear")
     B, T, M, K = 2, 12, 5, 3
     z, c = torch.randn(B, T, D), torch.randn(B, T, H)
-    negative_index = acpc.sample_negatives(z, T - M)
+    negative_index = acpc.core.sample_negatives(z, T - M)
     out = acpc.compute(z, c, negative_index)
     pair, correct = reference_pair_scores(
-        acpc.heads(c)[:, : T - M], z, negative_index, M, acpc.score_scale
+        acpc.core.heads(c)[:, : T - M], z, negative_index, M, acpc.core.score_scale
     )
     flat_pair, flat_correct = pair.reshape(-1, M, K), correct.reshape(-1, M, K)
     _, paths = brute_force_best(flat_pair.double())
@@ -156,11 +156,11 @@ def test_equal_window_and_predictions_reduce_to_cpc(head: str) -> None:
     common = dict(dim=D, context_dim=H, num_negatives=9, head=head, head_heads=4, head_ffn_dim=32)
     acpc = ACPC(num_predictions=K, num_matched=K, **common)
     cpc = CPC(num_steps=K, **common)
-    cpc.heads.load_state_dict(acpc.heads.state_dict())
+    cpc.core.heads.load_state_dict(acpc.core.heads.state_dict())
     B, T = 3, 13
     z = torch.randn(B, T, D, requires_grad=True)
     c = torch.randn(B, T, H, requires_grad=True)
-    negative_index = cpc.sample_negatives(z, T - K)
+    negative_index = cpc.core.sample_negatives(z, T - K)
     aligned = acpc.compute(z, c, negative_index)
     plain = cpc.compute(z, c, negative_index)
     torch.testing.assert_close(aligned.loss, plain.loss)

@@ -35,15 +35,15 @@ def make_cpc(head: str, **kwargs) -> CPC:
 def test_loss_and_gradients_match_reference(head: str, negatives: str, method: str) -> None:
     torch.manual_seed(0)
     cpc = make_cpc(head, negatives=negatives, score_method=method, exclude_positive=True)
-    reference_heads = copy.deepcopy(cpc.heads)
+    reference_heads = copy.deepcopy(cpc.core.heads)
     B, T, K = 3, 15, cpc.num_steps
     z = torch.randn(B, T, D, requires_grad=True)
     c = torch.randn(B, T, H, requires_grad=True)
-    negative_index = cpc.sample_negatives(z, T - K)
+    negative_index = cpc.core.sample_negatives(z, T - K)
 
     out = cpc.compute(z, c, negative_index)
     step_loss, step_acc = reference_cpc(
-        reference_heads(c)[:, : T - K], z, negative_index, cpc.score_scale
+        reference_heads(c)[:, : T - K], z, negative_index, cpc.core.score_scale
     )
     torch.testing.assert_close(out.loss, step_loss.sum())
     for k in range(K):
@@ -52,7 +52,7 @@ def test_loss_and_gradients_match_reference(head: str, negatives: str, method: s
     torch.testing.assert_close(out.metrics["acc"], step_acc.mean())
     torch.testing.assert_close(out.metrics["mi_bound"], math.log(11) - step_loss.detach().mean())
 
-    grads = torch.autograd.grad(out.loss, [z, c, *cpc.heads.parameters()])
+    grads = torch.autograd.grad(out.loss, [z, c, *cpc.core.heads.parameters()])
     ref_grads = torch.autograd.grad(step_loss.sum(), [z, c, *reference_heads.parameters()])
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
@@ -80,7 +80,7 @@ def test_ideal_predictor_reaches_the_bound() -> None:
     z = torch.eye(8).unsqueeze(0)  # (1, T=8, D=8)
     with torch.no_grad():
         for k in range(2):
-            cpc.heads.weight[:, k * 8 : (k + 1) * 8] = torch.eye(8).roll(k + 1, dims=1)
+            cpc.core.heads.weight[:, k * 8 : (k + 1) * 8] = torch.eye(8).roll(k + 1, dims=1)
     out = cpc.compute(z, z.clone())
     assert out.loss < 1e-6
     assert out.metrics["acc"] == 1.0
@@ -167,7 +167,8 @@ def test_loss_falls_with_adam_on_a_fixed_batch(head: str) -> None:
 
 
 def test_score_scale_names():
-    assert CPC(dim=64, head="linear").score_scale == 1 / 64
-    assert CPC(dim=64, head="linear", score_scale="1/sqrt(dim)").score_scale == 1 / 8
+    assert CPC(dim=64, score_scale="1/dim").core.score_scale == 1 / 64  # CPC_audio's
+    assert CPC(dim=64, score_scale=None).core.score_scale == 1 / 64
+    assert CPC(dim=64).core.score_scale == 1 / 8  # the default, as configs/objective/cpc.yaml
     with pytest.raises(ValueError, match="expected a number > 0 or one of"):
         CPC(dim=64, head="linear", score_scale="1/dim^2")

@@ -58,10 +58,10 @@ def test_compute_matches_explicit_scores(method: str) -> None:
     A = T - K
     z = torch.randn(B, T, D, requires_grad=True)
     c = torch.randn(B, T, H, requires_grad=True)
-    negative_index = torch.randint(0, B * T, (B, A, rpc.num_negatives))
+    negative_index = torch.randint(0, B * T, (B, A, rpc.core.num_negatives))
     out = rpc.compute(z, c, negative_index)
 
-    predictions = rpc.heads(c)[:, :A]  # (B, A, K, D)
+    predictions = rpc.core.heads(c)[:, :A]  # (B, A, K, D)
     negatives = gather_negatives(z, negative_index)  # (B, A, N, D)
     j, nce = [], []
     for k in range(K):
@@ -214,16 +214,18 @@ def test_forward_runs_the_model_and_metrics_are_detached_scalars() -> None:
 
 def test_defaults_are_the_shipped_config() -> None:
     rpc = RPC(dim=64)
-    assert (rpc.alpha, rpc.beta, rpc.gamma, rpc.score_scale) == (1.0, 0.005, 1.0, 1 / 8)
+    assert (rpc.alpha, rpc.beta, rpc.gamma, rpc.core.score_scale) == (1.0, 0.005, 1.0, 1 / 8)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["objective=rpc"])
     torch.manual_seed(0)
     model = SSLModel(instantiate(cfg.encoder), instantiate(cfg.context))
     shipped = instantiate(cfg.objective)
-    default = RPC(dim=shipped.dim, context_dim=shipped.context_dim)
-    for name in ("alpha", "beta", "gamma", "score_scale", "num_steps", "num_negatives",
-                 "negatives", "exclude_positive", "score_method", "mi_clamp"):
+    default = RPC(dim=shipped.core.dim, context_dim=shipped.core.context_dim)
+    for name in ("alpha", "beta", "gamma", "num_steps", "mi_clamp"):
         assert getattr(shipped, name) == getattr(default, name), name
+    for name in ("score_scale", "num_negatives", "negatives", "exclude_positive", "score_method",
+                 "negatives_across_ranks"):
+        assert getattr(shipped.core, name) == getattr(default.core, name), name
     # A step out of the box, on the default window: finite loss, positives' scores far below
     # 1/beta, so the MI readout clamps nothing.
     wav = torch.randn(2, 1, int(cfg.data.window))
