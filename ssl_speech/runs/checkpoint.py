@@ -5,10 +5,14 @@ strings, lists and dicts only (the resolved config is stored as a plain containe
 tensors). Files are named ``ckpt-<step:08d>.pt`` in ``<run_dir>/checkpoints/`` with a sidecar
 ``.sha256`` written after the checkpoint itself; a checkpoint without a matching sidecar is
 incomplete or corrupt and is skipped with a warning in favour of the previous one.
+
+``load_model`` rebuilds a model from a checkpoint, run directory or exported directory without
+running anything the file names (see ``docs/safety.md``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -18,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ssl_speech.nn.model import SSLModel
+from ssl_speech.nn.model_config import MAX_PARAMETERS, build_model, check_state_dict
+from ssl_speech.nn.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
@@ -42,8 +50,9 @@ def file_sha256(path: str | Path) -> str:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -53,10 +62,55 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_failed(path: Path, err: BaseException) -> CheckpointError:
+    full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left" in str(err)
+    hint = (
+        "the disk is full: free space, or keep fewer checkpoints (trainer.keep_last)"
+        if full else "check that the directory is writable and has space"
+    )
+    return CheckpointError(
+        f"cannot write checkpoint {path}: {err}. {hint.capitalize()}; the checkpoints written "
+        "before are untouched, and a resume starts from the newest of them."
+    )
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete temporary files left by checkpoint writes that were killed; returns them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.name.startswith(".ckpt-")
+             and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename), then its hash."""
+    """Write ``state`` to ``path`` so that a kill at any byte leaves no usable-looking wreck.
+
+    Order: temporary file in the same directory, ``torch.save``, fsync, hash; the old sidecar
+    (if ``path`` is re-saved) is removed; rename onto ``path``; the ``.sha256`` sidecar written
+    the same way; the directory fsynced. A kill before the sidecar's rename leaves ``path``
+    without a sidecar, which :func:`latest_valid_checkpoint` skips; temporaries of killed
+    writes are removed by the next save.
+
+    Raises:
+        CheckpointError: the write failed (disk full, read-only directory); the temporary file
+            is removed and earlier checkpoints are untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    sidecar = path.with_name(path.name + ".sha256")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -64,16 +118,20 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest = file_sha256(tmp)
+        sidecar.unlink(missing_ok=True)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_failed(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        _atomic_write_bytes(sidecar, f"{digest}  {path.name}\n".encode())
+        _fsync_dir(path.parent)
+    except OSError as err:
+        path.unlink(missing_ok=True)  # unverifiable without its sidecar
+        raise _write_failed(path, err) from err
     return path
 
 
@@ -125,7 +183,13 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file, or the newest valid checkpoint of a run directory."""
+    """Load a checkpoint file, or the newest valid checkpoint of a run directory.
+
+    Only plain data is read (``torch.load(weights_only=True)``): a file holding pickled objects
+    or code is refused, and so is a tensor whose stored bytes are fewer than it declares
+    (``torch.load`` checks each record against its declared size; it does not with ``mmap``,
+    which is why it is not used here).
+    """
     path = Path(path)
     if path.is_dir():
         found = latest_valid_checkpoint(path)
@@ -143,33 +207,61 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, pickled code objects
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {err}. Checkpoints are read as plain data only; "
+            "a file holding pickled objects or code is refused."
+        ) from err
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an ssl_speech checkpoint (no 'model' entry)")
     state["path"] = str(path)
     return state
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild the ``SSLModel`` stored in a checkpoint, in eval mode, with its config attached.
+def is_exported_dir(path: str | Path) -> bool:
+    """True for a directory written by ``export_model`` (``config.json`` + weights)."""
+    path = Path(path)
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
 
-    ``path`` is a checkpoint file or a run directory (its newest valid checkpoint). The model is
-    built from the checkpoint's resolved config (``encoder`` and ``context`` entries with their
-    ``_target_``) and ``model.config`` holds that config as a plain dict.
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               extra_classes: dict[str, type] | None = None,
+               max_parameters: int = MAX_PARAMETERS) -> SSLModel:
+    """Rebuild the ``SSLModel`` stored in a checkpoint or exported directory, in eval mode.
+
+    ``path`` is a checkpoint file, a run directory (its newest valid checkpoint) or a directory
+    written by :func:`ssl_speech.runs.export.export_model`. The model is built from the stored
+    ``encoder`` and ``context`` configs through :func:`ssl_speech.nn.model_config.build_model`:
+    only the library's own model classes (plus ``extra_classes``, if the caller trusts more),
+    checked over the whole config before anything is built; the stored weights must match the
+    built model's names and shapes. Loading never calls anything else a file names.
+
+    Attributes set on the model: ``config`` (the stored config as a plain dict),
+    ``checkpoint_path`` (the weights file), ``checkpoint_step``.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or not a checkpoint.
+        UnsafeConfigError: the config names something else, or the weights do not fit.
     """
-    from hydra.utils import instantiate
-
-    from ssl_speech.nn.model import SSLModel
-
-    state = load_checkpoint(path, map_location=map_location)
+    path = Path(path)
+    if is_exported_dir(path):
+        model = SSLModel.from_pretrained(path, map_location=map_location,
+                                         extra_classes=extra_classes,
+                                         max_parameters=max_parameters)
+        model.checkpoint_path = str(path / WEIGHTS_NAME)
+        model.checkpoint_step = int(model.config.get("provenance", {}).get("step") or 0)
+        return model
+    state = load_checkpoint(path, map_location="cpu")
+    source = state["path"]
     config = state.get("config")
-    if not config or "encoder" not in config or "context" not in config:
-        raise CheckpointError(f"{state['path']} has no encoder/context config to rebuild from")
-    model = SSLModel(instantiate(config["encoder"]), instantiate(config["context"]))
+    if not isinstance(config, dict) or "encoder" not in config or "context" not in config:
+        raise CheckpointError(f"{source} has no encoder/context config to rebuild from")
+    model = build_model(config, source, extra_classes, max_parameters)
+    check_state_dict(model, state["model"], source)
     model.load_state_dict(state["model"])
+    step = int(state.get("step", 0))
     model.to(map_location)
     model.eval()
     model.config = config
-    model.checkpoint_path = state["path"]
-    model.checkpoint_step = int(state.get("step", 0))
+    model.checkpoint_path = source
+    model.checkpoint_step = step
     return model

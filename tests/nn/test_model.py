@@ -178,3 +178,123 @@ def test_bad_layer_names_list_the_choices(layer):
     with pytest.raises(ValueError, match="choose one of encoder, context, context.0, context.1"):
         model.extract(torch.randn(1600), layer=layer)
     assert model.layer_names() == ["encoder", "context", "context.0", "context.1"]
+
+
+# --------------------------------------------------------------------------------------------
+# Several layers from one pass, batches with lengths, sample rates
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_all_layers_from_one_pass_equal_the_single_layer_calls(name):
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    wav = torch.randn(3 * 16000 + 41)
+    layers = model.extract(wav, layers="all", chunk_seconds=1.1, overlap_seconds=5.0)
+    assert list(layers) == model.hidden_layer_names()
+    for layer, features in layers.items():
+        if layer == "encoder" and not model.encoder.frame_local:
+            continue  # window statistics: z comes from the context pass's wider window
+        torch.testing.assert_close(
+            features, model.extract(wav, layer, chunk_seconds=1.1, overlap_seconds=5.0)
+        )
+    picked = model.extract(wav, layers=["context", "encoder"])
+    assert list(picked) == ["context", "encoder"]
+
+
+def test_one_pass_runs_the_context_once_per_chunk():
+    model = transformer_model(False).eval()
+    calls = []  # a call of context.forward (the hook) or of forward_layers counts as a pass
+    model.context.register_forward_pre_hook(lambda *args: calls.append(1))
+    original = model.context.forward_layers
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    model.context.forward_layers = counted
+    model.extract(torch.randn(16000), layers="all")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_padded_batch_equals_each_recording_alone(name):
+    """The bidirectional Transformer needs the padding mask; the others must not be hurt."""
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    sizes = [16000, 9000 + 37, 4000 + 3, 100]
+    recordings = [torch.randn(n) for n in sizes]
+    padded = torch.zeros(len(sizes), max(sizes))
+    for b, r in enumerate(recordings):
+        padded[b, : r.numel()] = r
+    padded[1, 9037:] = 5.0  # garbage in the padding must not matter
+    batch = model.extract(padded, layers="all", lengths=torch.tensor(sizes))
+    listed = model.extract(recordings, layers="all")
+    for layer in model.hidden_layer_names():
+        assert batch[layer].shape[:2] == (4, model.num_frames(16000))
+        for b, r in enumerate(recordings):
+            alone = model.extract(r, layer)
+            T = model.num_frames(r.numel())
+            torch.testing.assert_close(batch[layer][b, :T], alone, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(listed[layer][b, :T], alone, atol=1e-5, rtol=1e-5)
+            assert not batch[layer][b, T:].any()
+
+
+def test_without_the_mask_the_bidirectional_transformer_would_differ():
+    """The test above can fail: padding frames change a bidirectional context's outputs."""
+    torch.manual_seed(0)
+    model = transformer_model(False).eval()
+    wav = torch.randn(8000)
+    with torch.no_grad():
+        z = model.encoder(wav.view(1, 1, -1))
+        padded = torch.cat([z, torch.zeros(1, 30, 16)], dim=1)
+        unmasked = model.context(padded)[0, : z.shape[1]]
+    assert not torch.allclose(unmasked, model.extract(wav), atol=1e-4)
+
+
+def test_long_batches_fall_back_to_one_recording_at_a_time():
+    torch.manual_seed(0)
+    model = transformer_model(False).eval()
+    recordings = [torch.randn(3 * 16000), torch.randn(16000 + 5)]
+    batch = model.extract(recordings, "context.0", chunk_seconds=1.0, overlap_seconds=3.0)
+    for b, r in enumerate(recordings):
+        alone = model.extract(r, "context.0", chunk_seconds=1.0, overlap_seconds=3.0)
+        torch.testing.assert_close(batch[b, : alone.shape[0]], alone)
+
+
+def test_other_sample_rates_are_resampled_not_misread():
+    torchaudio = pytest.importorskip("torchaudio")
+    torch.manual_seed(0)
+    model = cpc_lstm().eval()
+    wav_44k = torch.randn(44100)
+    expected = model.extract(torchaudio.functional.resample(wav_44k, 44100, 16000))
+    got = model.extract(wav_44k, sample_rate=44100)
+    assert got.shape == (100, 20)
+    torch.testing.assert_close(got, expected)
+    assert model.extract(wav_44k).shape == (275, 20)  # read as 16 kHz: 2.76 s, wrong
+    batch = model.extract(wav_44k[None], sample_rate=44100, lengths=[44100])
+    torch.testing.assert_close(batch[0], expected)
+    for bad in (0, -16000, 16000.0, "16k", True):
+        with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
+            model.extract(wav_44k, sample_rate=bad)
+
+
+def test_batch_arguments_are_checked():
+    model = cpc_lstm().eval()
+    wav = torch.randn(2, 3200)
+    with pytest.raises(ValueError, match=r"lengths must hold 2 values in \[0, 3200\]"):
+        model.extract(wav, lengths=[3200])
+    with pytest.raises(ValueError, match=r"lengths must hold 2 values"):
+        model.extract(wav, lengths=[3200, 4000])
+    with pytest.raises(ValueError, match="for a batch pass a list of recordings"):
+        model.extract(wav)
+    with pytest.raises(ValueError, match="not a list"):
+        model.extract([wav[0]], lengths=[3200])
+    with pytest.raises(ValueError, match="list of recordings is empty"):
+        model.extract([])
+    with pytest.raises(ValueError, match="layers must be 'all' or a list"):
+        model.extract(wav[0], layers="every")
+    with pytest.raises(ValueError, match="unknown layer 'x'"):
+        model.extract(wav[0], layers=["x"])
+    empty = model.extract(torch.zeros(2, 100), lengths=[100, 50], layers="all")
+    assert empty["encoder"].shape == (2, 0, 16) and empty["context.1"].shape == (2, 0, 20)

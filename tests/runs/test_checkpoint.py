@@ -1,3 +1,7 @@
+import errno
+import io
+import os
+import signal
 import warnings
 
 import pytest
@@ -70,3 +74,138 @@ def test_errors_name_the_path(tmp_path):
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(ckpt.CheckpointError, match="not an ssl_speech checkpoint"):
         ckpt.load_checkpoint(other)
+
+
+# --------------------------------------------------------------------------------------------
+# Kills and a full disk during a write
+# --------------------------------------------------------------------------------------------
+
+
+def _in_child(fault, action) -> int:
+    """Run ``action()`` in a forked child with ``fault()`` installed; return its exit signal."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            torch.set_num_threads(1)  # no intra-op pool inherited half-made from the parent
+            fault()
+            action()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+def _kill_after_bytes(limit: int):
+    def install():
+        real_save = torch.save
+
+        def partial_save(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            with open(f, "wb") as out:
+                out.write(buffer.getvalue()[:limit])
+                out.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = partial_save
+    return install
+
+
+def _kill_before(point: str, nth: int):
+    def install():
+        real = getattr(os, point)
+        calls = []
+
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        setattr(os, point, wrapped)
+    return install
+
+
+def _saved_size(tmp_path) -> int:
+    probe = tmp_path / "probe"
+    return ckpt.save_checkpoint(_state(20), ckpt.checkpoint_path(probe, 20)).stat().st_size
+
+
+@pytest.mark.parametrize("where", ["bytes", "points"])
+def test_a_kill_at_any_moment_of_a_write_leaves_the_previous_checkpoint(tmp_path, where):
+    """The newest usable checkpoint is the old one, or the new one complete: never a wreck."""
+    size = _saved_size(tmp_path)
+    if where == "bytes":
+        faults = {f"byte {n}": (_kill_after_bytes(n), False)
+                  for n in sorted({0, 1, 63, size // 3, size // 2, size - 1, size})}
+    else:  # before each step of the write: fsync tmp, rename, fsync sidecar, rename, fsync dir
+        faults = {f"{point} #{nth}": (_kill_before(point, nth), (point, nth) == ("fsync", 3))
+                  for point, nth in [("fsync", 1), ("replace", 1), ("fsync", 2),
+                                     ("replace", 2), ("fsync", 3)]}
+    for name, (fault, new_survives) in faults.items():
+        run = tmp_path / name.replace(" ", "_").replace("#", "")
+        ckpt.save_checkpoint(_state(10), ckpt.checkpoint_path(run, 10))
+        killed = _in_child(fault, lambda run=run: ckpt.save_checkpoint(
+            _state(20), ckpt.checkpoint_path(run, 20)))
+        assert killed == signal.SIGKILL, name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = ckpt.latest_valid_checkpoint(run)
+            state = ckpt.load_checkpoint(run)
+        expected = 20 if new_survives else 10
+        assert found == ckpt.checkpoint_path(run, expected), name
+        assert torch.equal(state["model"]["w"], torch.full((3,), float(expected))), name
+        # The next save clears the killed write's temporary file and is valid.
+        ckpt.save_checkpoint(_state(30), ckpt.checkpoint_path(run, 30))
+        assert [p.name for p in (run / ckpt.CHECKPOINT_DIR).iterdir() if
+                p.name.endswith(".tmp")] == [], name
+        assert ckpt.latest_valid_checkpoint(run) == ckpt.checkpoint_path(run, 30)
+
+
+def test_a_resave_killed_between_renames_is_not_taken_for_the_old_one(tmp_path):
+    ckpt.save_checkpoint(_state(10), ckpt.checkpoint_path(tmp_path, 10))
+    ckpt.save_checkpoint(_state(20), ckpt.checkpoint_path(tmp_path, 20))
+    killed = _in_child(_kill_before("replace", 2), lambda: ckpt.save_checkpoint(
+        _state(21), ckpt.checkpoint_path(tmp_path, 20)))
+    assert killed == signal.SIGKILL
+    path = ckpt.checkpoint_path(tmp_path, 20)
+    assert "sidecar" in ckpt.verify_checkpoint(path)  # the old sidecar went first
+    with pytest.warns(UserWarning, match="no .sha256 sidecar"):
+        assert ckpt.latest_valid_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 10)
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing "
+                 "file data/0: file write failed: No space left on device"),
+], ids=["oserror", "torch-runtime-error"])
+def test_a_full_disk_during_the_write_names_the_cause_and_keeps_the_old(tmp_path, monkeypatch,
+                                                                          error):
+    ckpt.save_checkpoint(_state(10), ckpt.checkpoint_path(tmp_path, 10))
+    real_save = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as out:
+            out.truncate(100)
+        raise error
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(ckpt.CheckpointError, match=r"ckpt-00000020.pt.*disk is full"):
+        ckpt.save_checkpoint(_state(20), ckpt.checkpoint_path(tmp_path, 20))
+    names = sorted(p.name for p in (tmp_path / ckpt.CHECKPOINT_DIR).iterdir())
+    assert names == ["ckpt-00000010.pt", "ckpt-00000010.pt.sha256"]
+    assert ckpt.latest_valid_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 10)
+
+
+def test_a_full_disk_for_the_sidecar_removes_the_unverifiable_checkpoint(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(_state(10), ckpt.checkpoint_path(tmp_path, 10))
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ckpt, "_atomic_write_bytes", full)
+    with pytest.raises(ckpt.CheckpointError, match="disk is full"):
+        ckpt.save_checkpoint(_state(20), ckpt.checkpoint_path(tmp_path, 20))
+    assert not ckpt.checkpoint_path(tmp_path, 20).exists()
+    assert ckpt.latest_valid_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 10)
