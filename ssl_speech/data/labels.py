@@ -13,9 +13,9 @@ Formats:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -102,8 +102,7 @@ def read_phone_list(path: str | Path) -> list[str]:
     return ordered
 
 
-@dataclass(frozen=True)
-class AbxItem:
+class AbxItem(NamedTuple):
     """One ABX token: phone ``phone`` between ``prev`` and ``next`` in ``file``.
 
     Attributes:
@@ -122,6 +121,27 @@ class AbxItem:
     speaker: str
 
 
+def as_abx_item(fields: Sequence, where: str) -> AbxItem:
+    """An :class:`AbxItem` from 7 fields ``file onset offset phone prev next speaker``.
+
+    Raises:
+        LabelError: not 7 fields, non-numeric times or ``onset >= offset`` (``where`` names
+            the file and line, or the item).
+    """
+    if len(fields) != 7:
+        raise LabelError(f"{where}: expected 7 fields 'file onset offset phone prev next "
+                         f"speaker', got {len(fields)}: {list(fields)}")
+    file, onset, offset, phone, prev, nxt, speaker = fields
+    try:
+        onset, offset = float(onset), float(offset)
+    except (TypeError, ValueError):
+        raise LabelError(f"{where}: onset/offset {onset!r}, {offset!r} are not numbers "
+                         "(seconds)") from None
+    if not 0 <= onset < offset:
+        raise LabelError(f"{where}: need 0 <= onset < offset, got {onset} and {offset}")
+    return AbxItem(str(file), onset, offset, str(phone), str(prev), str(nxt), str(speaker))
+
+
 def read_abx_items(path: str | Path) -> list[AbxItem]:
     """Tokens of an ABX item file; lines starting with ``#`` (the header) are ignored.
 
@@ -129,25 +149,9 @@ def read_abx_items(path: str | Path) -> list[AbxItem]:
         LabelError: a line without 7 fields, non-numeric times or ``onset >= offset``.
     """
     path, lines = _lines(path, "ABX item")
-    items = []
-    for number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        where = f"{path}, line {number}"
-        if len(fields) != 7:
-            raise LabelError(f"{where}: expected 7 fields 'file onset offset phone prev next "
-                             f"speaker', got {len(fields)}")
-        try:
-            onset, offset = float(fields[1]), float(fields[2])
-        except ValueError:
-            raise LabelError(f"{where}: onset/offset {fields[1]!r}, {fields[2]!r} are not "
-                             "numbers (seconds)") from None
-        if not 0 <= onset < offset:
-            raise LabelError(f"{where}: need 0 <= onset < offset, got {onset} and {offset}")
-        items.append(AbxItem(fields[0], onset, offset, fields[3], fields[4], fields[5],
-                             fields[6]))
-    return items
+    return [as_abx_item(line.split(), f"{path}, line {number}")
+            for number, line in enumerate(lines, start=1)
+            if line.split() and not line.lstrip().startswith("#")]
 
 
 def slice_labels(labels: np.ndarray, start: int, num_samples: int, hop: int = HOP) -> np.ndarray:

@@ -48,32 +48,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ssl_speech.data.labels import AbxItem, as_abx_item, read_abx_items
 from ssl_speech.eval.dtw import normalize_frames, pairwise_dtw
+from ssl_speech.eval.messages import quote_ids
 
 FEATURES_JSON = "features.json"
 DEFAULT_FRAME_STEP = 0.01  # seconds, when neither the caller nor features.json gives one
 MODES = ("within", "across", "both")
 CONTEXTS = ("within", "any")
-_SHOWN = 5  # ids quoted in an error message
 _COMPARISONS_PER_CHUNK = 1 << 22  # (group, x, a, b) comparisons scored at once
-
-
-class ABXItem(NamedTuple):
-    """One phone token of an item file; ``onset``/``offset`` in seconds."""
-
-    file: str
-    onset: float
-    offset: float
-    phone: str
-    prev: str
-    next: str
-    speaker: str
 
 
 FeatureArray = np.ndarray | torch.Tensor
@@ -119,31 +107,6 @@ class ABXResult:
 # --------------------------------------------------------------------------------------------
 
 
-def read_items(path: str | PathLike) -> list[ABXItem]:
-    """Parse an item file (header line ignored, then 7 whitespace-separated columns a line)."""
-    items = []
-    with open(path) as f:
-        lines = f.read().splitlines()[1:]
-    for n, line in enumerate(lines, start=2):
-        if not line.strip():
-            continue
-        items.append(_as_item(line.split(), f"{path}:{n}"))
-    return items
-
-
-def _as_item(fields: Sequence, where: str) -> ABXItem:
-    if len(fields) != 7:
-        raise ValueError(f"{where}: expected 7 fields 'file onset offset phone prev next "
-                         f"speaker', got {len(fields)}: {list(fields)}")
-    file, onset, offset, phone, prev, nxt, speaker = fields
-    try:
-        onset, offset = float(onset), float(offset)
-    except ValueError:
-        raise ValueError(f"{where}: onset and offset must be seconds, got {onset!r} and "
-                         f"{offset!r}") from None
-    return ABXItem(str(file), onset, offset, str(phone), str(prev), str(nxt), str(speaker))
-
-
 def frame_range(onset: np.ndarray, offset: np.ndarray, frame_step: float,
                 num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames ``[start, end)`` of tokens in an utterance of ``num_frames`` frames (reference rule).
@@ -155,11 +118,6 @@ def frame_range(onset: np.ndarray, offset: np.ndarray, frame_step: float,
     start = np.maximum(0, np.ceil(rate * np.asarray(onset, dtype=np.float64) - 0.5))
     end = np.minimum(num_frames, np.floor(rate * np.asarray(offset, dtype=np.float64) - 0.5))
     return start.astype(np.int64), end.astype(np.int64)
-
-
-def _quote(ids: Sequence[str]) -> str:
-    shown = ", ".join(repr(u) for u in ids[:_SHOWN])
-    return shown + (f", ... ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
 
 
 class _FeatureSource:
@@ -202,7 +160,7 @@ class _FeatureSource:
 
 def _missing_message(missing: Sequence[str], total: int) -> str:
     return (f"{len(missing)} of {total} utterances of the item file have no features "
-            f"(e.g. {_quote(missing)}): export features for every utterance of the item file's "
+            f"(e.g. {quote_ids(missing)}): export features for every utterance of the item file's "
             f"split, or use the item file that matches the exported split")
 
 
@@ -228,7 +186,7 @@ def _encode(values: Sequence) -> tuple[np.ndarray, list]:
     return codes, list(ids)
 
 
-def _load_tokens(source: _FeatureSource, items: Sequence[ABXItem], frame_step: float,
+def _load_tokens(source: _FeatureSource, items: Sequence[AbxItem], frame_step: float,
                  any_context: bool, device: torch.device, progress: bool) -> _Tokens:
     phone, phones = _encode([it.phone for it in items])
     speaker, _ = _encode([it.speaker for it in items])
@@ -285,10 +243,10 @@ def _warn_dropped(short: list[str], beyond: list[str], total: int, frame_step: f
     if short:
         warnings.warn(f"{len(short)} of {total} items are too short to select a frame at frame "
                       f"step {frame_step} s and are left out, as in the reference (e.g. "
-                      f"{_quote(short)})", stacklevel=3)
+                      f"{quote_ids(short)})", stacklevel=3)
     if beyond:
         warnings.warn(f"{len(beyond)} of {total} items start past the end of their "
-                      f"utterance's features and are left out (e.g. {_quote(beyond)}): check "
+                      f"utterance's features and are left out (e.g. {quote_ids(beyond)}): check "
                       f"the frame step {frame_step} s and that the features are complete",
                       stacklevel=3)
 
@@ -505,7 +463,7 @@ def _mean_by(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
 
 def abx_scores(
     features: FeatureSource,
-    items: str | PathLike | Sequence[ABXItem | Sequence],
+    items: str | PathLike | Sequence[AbxItem | Sequence],
     frame_step: float | None = None,
     mode: str = "both",
     context: str = "within",
@@ -522,7 +480,7 @@ def abx_scores(
         features: ``utt_id -> (frames, dim)`` arrays (float, any scale) as a mapping, a callable
             (e.g. a model run on the utterance), or a directory of ``<utt_id>.npy`` files with
             an optional ``features.json`` giving ``frame_step``.
-        items: item file path, or its items (:class:`ABXItem` or 7-field tuples).
+        items: item file path, or its items (:class:`AbxItem` or 7-field tuples).
         frame_step: seconds between feature frames (0.01 for a 160-sample hop at 16 kHz);
             ``None`` takes ``features.json``'s value, else 0.01.
         mode: ``"within"``, ``"across"`` or ``"both"`` speaker conditions.
@@ -550,9 +508,9 @@ def abx_scores(
     source = _FeatureSource(features)
     frame_step = _resolve_frame_step(frame_step, source.frame_step)
     if isinstance(items, (str, PathLike)):
-        items = read_items(items)
+        items = read_abx_items(items)
     else:
-        items = [it if isinstance(it, ABXItem) else _as_item(list(it), f"item {n}")
+        items = [it if isinstance(it, AbxItem) else as_abx_item(list(it), f"item {n}")
                  for n, it in enumerate(items)]
     if not items:
         raise ValueError("the item file has no items")
@@ -571,7 +529,7 @@ def abx_scores(
 
 def abx_error(
     features: FeatureSource,
-    items: str | PathLike | Sequence[ABXItem | Sequence],
+    items: str | PathLike | Sequence[AbxItem | Sequence],
     frame_step: float | None = None,
     mode: str = "both",
     context: str = "within",

@@ -1,9 +1,10 @@
-"""Command-line options shared by the evaluation scripts in ``scripts/``.
+"""Command-line options shared by the evaluation commands (:mod:`ssl_speech.eval.commands`).
 
-Every evaluation script takes the same corpus options (defaults: the embedded corpus), the same
-feature-source options (a checkpoint or a directory of exported features), shows progress on
-stderr and ends its stdout with one JSON line of its figures (:func:`print_figures`), so sweeps
-can be scripted.
+Every evaluation command takes the same corpus options (defaults: the embedded corpus), the
+same feature-source options (a checkpoint or a directory of exported features), shows progress
+on stderr and ends its stdout with one JSON line of its figures (:func:`print_figures`), so
+sweeps can be scripted. A bad input ends a command with ``error: <message>`` and status 1, no
+traceback (:func:`command`; ``--debug`` shows it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 import torch
 
-from ssl_speech.eval.evaluation import EvalInputs, ProbeProtocol
+from ssl_speech.eval.frame_store import DTYPES
+from ssl_speech.eval.inputs import EvalInputs
+from ssl_speech.eval.protocols import PROTOCOLS, ProbeProtocol
 
 
 def add_corpus_options(parser: argparse.ArgumentParser, abx: bool = False) -> None:
@@ -65,26 +68,47 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_debug_option(group)
+
+
+def add_debug_option(parser: argparse.ArgumentParser | Any) -> None:
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
 
 
 def add_probe_options(parser: argparse.ArgumentParser) -> None:
-    """The phone probe's protocol; defaults as CPC_audio (Adam 2e-4, 10 epochs)."""
-    group = parser.add_argument_group("phone probe (CPC_audio protocol)")
-    defaults = ProbeProtocol()
-    group.add_argument("--epochs", type=int, default=defaults.epochs)
-    group.add_argument("--lr", type=float, default=defaults.lr)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="frames")
+    """The phone probe's protocol (default: ``converged``; ``cpc_audio``: CPC_audio's exactly)."""
+    group = parser.add_argument_group(
+        "phone probe (protocols: ssl_speech.eval.protocols; empty options take the protocol's)")
+    group.add_argument("--protocol", choices=PROTOCOLS, default="converged",
+                       help="converged: standardised features, stop on a plateau of held-out "
+                            "training utterances; cpc_audio: raw features, Adam 2e-4, 10 epochs")
+    group.add_argument("--epochs", type=int, default=None,
+                       help="epoch limit (converged) or number of epochs (cpc_audio)")
+    group.add_argument("--lr", type=float, default=None)
+    group.add_argument("--batch-size", type=int, default=None, help="frames")
+    group.add_argument("--patience", type=int, default=None,
+                       help="converged: epochs without improvement before stopping")
     group.add_argument("--hidden", type=int, default=None,
                        help="one hidden ReLU layer of this width instead of the linear probe")
     group.add_argument("--max-train-utterances", type=int, default=None,
                        help="train on this many random utterances of the train list")
-    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--stream", metavar="DIR", default=None,
+                       help="stream the training frames through a memory-mapped store in DIR "
+                            "(memory: a minibatch and the index, not the corpus)")
+    group.add_argument("--store-dtype", choices=DTYPES, default="float32",
+                       help="training rows in memory or in the --stream store")
 
 
 def probe_protocol(args: argparse.Namespace) -> ProbeProtocol:
-    return ProbeProtocol(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         hidden=args.hidden, seed=args.seed,
-                         max_train_utterances=args.max_train_utterances)
+    if args.protocol == "cpc_audio" and args.patience is not None:
+        raise ValueError("--patience applies to the converged protocol; cpc_audio trains a "
+                         "fixed number of epochs")
+    return ProbeProtocol.named(args.protocol, epochs=args.epochs, lr=args.lr,
+                               batch_size=args.batch_size, patience=args.patience,
+                               hidden=args.hidden, seed=args.seed,
+                               max_train_utterances=args.max_train_utterances)
 
 
 def eval_inputs(args: argparse.Namespace) -> EvalInputs:
@@ -125,16 +149,27 @@ def print_figures(figures: Mapping[str, Any]) -> None:
     print(json.dumps(_plain(figures)), flush=True)
 
 
-def run_main(main: Callable[[], Any]) -> None:
-    """Run a script's ``main``; a bad input ends it with ``error: <message>`` and status 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def command(run: Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
+    """Run a command's ``run(argv)``; a bad input prints ``error: <message>`` and gives 1.
 
     Bad inputs (missing files, mismatched ids, wrong frame step, unreadable checkpoints) raise
     errors whose messages say what is wrong and how many; a traceback would only bury them.
+    ``--debug`` among the arguments lets the error through with its traceback.
+
+    Returns:
+        The exit status: 0, or 1 after a bad input.
     """
     from ssl_speech.runs.checkpoint import CheckpointError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        main()
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        run(argv)
+    except (*USER_ERRORS, CheckpointError) as err:
+        if "--debug" in argv:
+            raise
         print(f"error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        return 1
+    return 0

@@ -8,9 +8,10 @@ Features are read-only mappings ``utt_id -> (frames, dim)`` float32 arrays with 
   ``context.N``) or by a spectral baseline (:func:`baseline_features_of`: log-mel, MFCC).
   Nothing is cached: a caller that needs an utterance twice keeps it (:func:`read_many`).
 - :class:`FeatureDir`: a directory written by :func:`export_features`: one ``<utt_id>.npy``
-  (frames × dim, float32) per utterance and ``features.json`` with the frame step in seconds,
-  the layer, the checkpoint path and its sha256, the corpus root, the dimension and the number
-  of utterances. Arrays are read lazily.
+  (frames × dim, float32, or float16 when exported so; read back as float32) per utterance
+  and ``features.json`` with the frame step in seconds, the dtype, the layer, the checkpoint
+  path and its sha256, the corpus root, the dimension and the number of utterances. Arrays
+  are read lazily.
 
 Memory: utterances are processed one at a time. The model runs in chunks of ``chunk_seconds``
 (:meth:`ssl_speech.nn.model.SSLModel.extract`, recurrent state carried across chunks), so the
@@ -34,18 +35,14 @@ from tqdm import tqdm
 
 from ssl_speech.data.audio import SAMPLE_RATE, read_audio
 from ssl_speech.data.corpus import Utterance
+from ssl_speech.eval.messages import quote_ids
 from ssl_speech.runs.checkpoint import file_sha256
 from ssl_speech.signal.baseline_features import log_mel_features, mfcc_features
 
 FEATURES_JSON = "features.json"
 BASELINE_KINDS = ("log_mel", "mfcc")
+EXPORT_DTYPES = ("float32", "float16")
 DEFAULT_FRAME_STEP = 0.01  # seconds, for a directory without features.json (CPC_audio's step)
-_SHOWN = 5  # ids quoted in an error message
-
-
-def _quote(ids: Sequence[str]) -> str:
-    shown = ", ".join(repr(u) for u in ids[:_SHOWN])
-    return shown + (f", ... ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
 
 
 def _as_frames(array: np.ndarray | torch.Tensor, utt: str) -> np.ndarray:
@@ -294,6 +291,19 @@ def check_frame_step(features: FeatureDir, utterances: Iterable[Utterance],
     return checked
 
 
+def check_present(features: Mapping[str, np.ndarray], ids: Sequence[str], what: str = "",
+                  ) -> None:
+    """Raise if some ``ids`` have no features; the message counts and names them."""
+    missing = [u for u in ids if u not in features]
+    if missing:
+        where = features.describe() if hasattr(features, "describe") else "the features"
+        raise ValueError(
+            f"{len(missing)} of {len(ids)} utterances{' of the ' + what if what else ''} have no "
+            f"features in {where}: {quote_ids(missing)}. Export features for every utterance of "
+            "the lists used, or check that the lists belong to this corpus"
+        )
+
+
 def read_many(
     features: Mapping[str, np.ndarray],
     ids: Iterable[str],
@@ -306,21 +316,14 @@ def read_many(
         ValueError: some ids have no features; the message counts and names them.
     """
     ids = list(dict.fromkeys(ids))
-    missing = [u for u in ids if u not in features]
-    if missing:
-        where = features.describe() if hasattr(features, "describe") else "the features"
-        raise ValueError(
-            f"{len(missing)} of {len(ids)} utterances{' of the ' + what if what else ''} have no "
-            f"features in {where}: {_quote(missing)}. Export features for every utterance of "
-            "the lists used, or check that the lists belong to this corpus"
-        )
+    check_present(features, ids, what)
     desc = f"features{' (' + what + ')' if what else ''}"
     return {u: features[u] for u in tqdm(ids, desc=desc, disable=not progress, leave=False)}
 
 
 def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("kind", "layer", "checkpoint_sha256", "frame_step")
-    return {k: meta.get(k) for k in keys}
+    return {**{k: meta.get(k) for k in keys}, "dtype": meta.get("dtype", "float32")}
 
 
 def export_features(
@@ -329,6 +332,7 @@ def export_features(
     ids: Iterable[str] | None = None,
     progress: bool = True,
     reuse: bool = True,
+    dtype: str = "float32",
 ) -> Path:
     """Write one ``<utt_id>.npy`` per utterance and ``features.json``; returns ``out_dir``.
 
@@ -343,20 +347,25 @@ def export_features(
         out_dir: the directory (created).
         ids: utterances to export (default: all of ``features``).
         reuse: keep the files of a previous export of the same source.
+        dtype: ``float32``, or ``float16`` for half the disk (values rounded to about 3
+            significant digits; readers get float32 back).
 
     Raises:
         ValueError: an id ``features`` does not cover; ``out_dir`` holds ``.npy`` files that no
             export wrote (no ``features.json``).
     """
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"export dtype must be one of {EXPORT_DTYPES}, got {dtype!r}")
     out_dir = Path(out_dir)
     ids = list(dict.fromkeys(features if ids is None else ids))
     missing = [u for u in ids if u not in features]
     if missing:
         raise ValueError(f"{len(missing)} of {len(ids)} utterances to export are not covered "
-                         f"by {features.describe()}: {_quote(missing)}")
+                         f"by {features.describe()}: {quote_ids(missing)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / FEATURES_JSON
-    meta = {**features.meta, "frame_step": features.frame_step, "sample_rate": SAMPLE_RATE}
+    meta = {**features.meta, "frame_step": features.frame_step, "sample_rate": SAMPLE_RATE,
+            "dtype": dtype}
     if meta_path.is_file():
         previous = json.loads(meta_path.read_text())
         if not (reuse and _comparable(previous) == _comparable(meta)):
@@ -369,7 +378,7 @@ def export_features(
     todo = [u for u in ids if not (out_dir / f"{u}.npy").is_file()]
     desc = f"export {meta.get('layer') or meta.get('kind')}"
     for utt in tqdm(todo, desc=desc, disable=not progress):
-        array = features[utt]
+        array = features[utt].astype(dtype, copy=False)
         tmp = out_dir / f".{utt}.npy.tmp"
         with open(tmp, "wb") as f:
             np.save(f, array)

@@ -24,17 +24,21 @@ label never occurs in the training set are ignored and counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm import tqdm
 
-IGNORE_INDEX = -100
-_SHOWN = 5  # utterance ids quoted in an error message
-
+from ssl_speech.eval.frame_store import DTYPES, FrameTable, stack_frames, write_frame_store
+from ssl_speech.eval.messages import SHOWN, quote_ids
+from ssl_speech.eval.probe_training import (
+    IGNORE_INDEX,
+    FitHistory,
+    Stopping,
+    fit_table,
+    predict_rows,
+)
 
 # --------------------------------------------------------------------------------------------
 # Frame-step alignment
@@ -43,11 +47,6 @@ _SHOWN = 5  # utterance ids quoted in an error message
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:g} ms"
-
-
-def _quote(ids: Sequence[str]) -> str:
-    shown = ", ".join(repr(u) for u in ids[:_SHOWN])
-    return shown + (f", ... ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
 
 
 def _step_ratio(frame_step: float, label_step: float) -> tuple[int, int]:
@@ -110,6 +109,36 @@ def _diagnose(
     )
 
 
+def _align_one(utt: str, feats: np.ndarray, lab: np.ndarray, down: int, up: int,
+               tolerance_frames: int, mismatched: list[tuple[str, int, int, int]],
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """One utterance's features and labels trimmed to one count, or ``None`` (recorded in
+    ``mismatched``) when the counts differ by more than ``tolerance_frames``."""
+    feats, lab = np.asarray(feats), np.asarray(lab)
+    if feats.ndim != 2:
+        raise ValueError(f"features of {utt!r} must be (frames, dim), got {feats.shape}")
+    if lab.ndim != 1:
+        raise ValueError(f"labels of {utt!r} must be (frames,), got {lab.shape}")
+    res = _resample_labels(lab, down, up)
+    if abs(feats.shape[0] - res.shape[0]) > tolerance_frames:
+        mismatched.append((utt, feats.shape[0], lab.shape[0], res.shape[0]))
+        return None
+    n = min(feats.shape[0], res.shape[0])
+    return feats[:n], res[:n]
+
+
+def _mismatch_message(mismatched: list[tuple[str, int, int, int]], total: int,
+                      frame_step: float, label_step: float, tolerance_frames: int) -> str:
+    details = "; ".join(
+        f"{u!r}: {f} feature frames at {_ms(frame_step)} vs {lab} label frames at "
+        f"{_ms(label_step)}" + (f" ({r} at the feature step)" if r != lab else "")
+        for u, f, lab, r in mismatched[:SHOWN]
+    )
+    return (f"frame counts differ by more than tolerance_frames={tolerance_frames} in "
+            f"{len(mismatched)} of {total} utterances ({details}). Likely cause: "
+            + _diagnose(mismatched, frame_step, label_step))
+
+
 def align_features_and_labels(
     features: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
@@ -150,142 +179,20 @@ def align_features_and_labels(
         example = next(iter(labels), None)
         raise ValueError(
             f"{len(missing)} of {len(features)} feature utterances have no labels: "
-            f"{_quote(missing)}. Label ids look like {example!r}. Restrict the features to "
+            f"{quote_ids(missing)}. Label ids look like {example!r}. Restrict the features to "
             "utterances with alignments, or fix the id format (e.g. file stems vs paths)"
         )
     out_features: dict[str, np.ndarray] = {}
     out_labels: dict[str, np.ndarray] = {}
     mismatched: list[tuple[str, int, int, int]] = []
     for utt, feats in features.items():
-        feats = np.asarray(feats)
-        lab = np.asarray(labels[utt])
-        if feats.ndim != 2:
-            raise ValueError(f"features of {utt!r} must be (frames, dim), got {feats.shape}")
-        if lab.ndim != 1:
-            raise ValueError(f"labels of {utt!r} must be (frames,), got {lab.shape}")
-        res = _resample_labels(lab, down, up)
-        if abs(feats.shape[0] - res.shape[0]) > tolerance_frames:
-            mismatched.append((utt, feats.shape[0], lab.shape[0], res.shape[0]))
-            continue
-        n = min(feats.shape[0], res.shape[0])
-        out_features[utt], out_labels[utt] = feats[:n], res[:n]
+        pair = _align_one(utt, feats, labels[utt], down, up, tolerance_frames, mismatched)
+        if pair is not None:
+            out_features[utt], out_labels[utt] = pair
     if mismatched:
-        details = "; ".join(
-            f"{u!r}: {f} feature frames at {_ms(frame_step)} vs {lab} label frames at "
-            f"{_ms(label_step)}" + (f" ({r} at the feature step)" if r != lab else "")
-            for u, f, lab, r in mismatched[:_SHOWN]
-        )
-        raise ValueError(
-            f"frame counts differ by more than tolerance_frames={tolerance_frames} in "
-            f"{len(mismatched)} of {len(features)} utterances ({details}). Likely cause: "
-            + _diagnose(mismatched, frame_step, label_step)
-        )
+        raise ValueError(_mismatch_message(mismatched, len(features), frame_step, label_step,
+                                           tolerance_frames))
     return out_features, out_labels
-
-
-# --------------------------------------------------------------------------------------------
-# The probe itself: shared with the speaker probe
-# --------------------------------------------------------------------------------------------
-
-
-class Standardize(nn.Module):
-    """Fixed per-dimension affine map ``(x - mean) / std``: ``(N, D) -> (N, D)``."""
-
-    def __init__(self, mean: Tensor, std: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean.detach().clone())
-        self.register_buffer("std", std.detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-    @classmethod
-    def fit(cls, x: Tensor, min_std: float = 1e-5) -> Standardize:
-        """From the rows of ``x`` ``(N, D)``; constant dimensions get ``min_std``."""
-        var, mean = torch.var_mean(x.float(), dim=0, correction=0)
-        return cls(mean, var.sqrt().clamp_min(min_std))
-
-
-def build_probe(
-    dim: int, num_classes: int, hidden: int | None = None, standardize: Standardize | None = None
-) -> nn.Sequential:
-    """``(N, dim) -> (N, num_classes)`` logits: [standardise], linear or linear-ReLU-linear."""
-    if dim < 1 or num_classes < 2:
-        raise ValueError(f"need dim >= 1 and num_classes >= 2, got {dim} and {num_classes}")
-    if hidden is not None and hidden < 1:
-        raise ValueError(f"hidden must be None (linear probe) or >= 1 units, got {hidden}")
-    layers: list[nn.Module] = [] if standardize is None else [standardize]
-    if hidden is None:
-        layers.append(nn.Linear(dim, num_classes))
-    else:
-        layers += [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
-    return nn.Sequential(*layers)
-
-
-def fit_probe(
-    x: Tensor,
-    y: Tensor,
-    num_classes: int,
-    *,
-    hidden: int | None = None,
-    standardize: bool = True,
-    epochs: int = 10,
-    lr: float = 2e-4,
-    batch_size: int = 1024,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    desc: str = "probe",
-) -> tuple[nn.Sequential, list[float]]:
-    """Train a probe with cross-entropy on shuffled minibatches of rows, Adam, fixed epochs.
-
-    Args:
-        x: ``(N, D)`` float inputs (frames or pooled utterances).
-        y: ``(N,)`` long targets in ``[0, num_classes)``; ``-100`` rows are ignored.
-
-    Returns:
-        The trained probe in eval mode on ``device``, and the mean training loss of each epoch.
-        The global RNG is left untouched: initialisation and shuffling use ``seed`` only.
-    """
-    if epochs < 1 or lr <= 0 or batch_size < 1:
-        raise ValueError(
-            f"need epochs >= 1, lr > 0 and batch_size >= 1, got {epochs}, {lr}, {batch_size}"
-        )
-    keep = y != IGNORE_INDEX
-    if not bool(keep.all()):  # avoid copying a large feature matrix when nothing is dropped
-        x, y = x[keep], y[keep]
-    if x.shape[0] == 0:
-        raise ValueError("no labelled training rows: every target is -100")
-    norm = Standardize.fit(x) if standardize else None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_probe(x.shape[1], num_classes, hidden, norm)
-    model.to(device).train()
-    x, y = x.to(device), y.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    history: list[float] = []
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress):
-        order = torch.randperm(x.shape[0], generator=generator).to(device)
-        total = torch.zeros((), device=device)
-        for start in range(0, x.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * idx.shape[0]
-        history.append(total.item() / x.shape[0])  # one host sync per epoch
-    return model.eval(), history
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 65536) -> Tensor:
-    """Argmax class of each row of ``x`` ``(N, D)`` -> ``(N,)`` long on the CPU."""
-    device = next(model.parameters()).device
-    out = [model(x[i : i + batch_size].to(device)).argmax(-1).cpu()
-           for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,11 +211,16 @@ class ProbeResult:
         per_class: ``{class: accuracy}`` for every class present among the scored frames.
         confusion: ``(num_classes, num_classes)`` counts, rows true class, columns prediction.
         chance: accuracy of always predicting the most frequent training class.
-        train_accuracy: frame accuracy on the training frames after training.
-        train_frames: labelled training frames.
-        epochs: training epochs.
+        train_accuracy: frame accuracy on the frames the probe was fitted on.
+        train_frames: labelled training frames (fitted and held out).
+        epochs: training epochs run.
         loss_history: mean training cross-entropy of each epoch.
         unseen_classes: labels of this set that never occur in training (their frames ignored).
+        validation_accuracy: best accuracy on the held-out part of the training split (``None``
+            for a fixed schedule).
+        converged: the stopping rule fired before the epoch limit.
+        best_epoch: the epoch whose weights were kept.
+        protocol: the protocol's name (``converged``, ``cpc_audio``, ...), for reports.
     """
 
     accuracy: float
@@ -322,65 +234,101 @@ class ProbeResult:
     epochs: int
     loss_history: list[float] = field(default_factory=list)
     unseen_classes: list[int] = field(default_factory=list)
+    validation_accuracy: float | None = None
+    converged: bool = False
+    best_epoch: int = 0
+    protocol: str = ""
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | bool | str | None]:
         """Scalars for logs and JSON (no confusion matrix)."""
         return {
             "accuracy": self.accuracy, "num_frames": self.num_frames,
             "num_ignored": self.num_ignored, "chance": self.chance,
             "train_accuracy": self.train_accuracy, "train_frames": self.train_frames,
-            "epochs": self.epochs,
+            "epochs": self.epochs, "validation_accuracy": self.validation_accuracy,
+            "converged": self.converged, "best_epoch": self.best_epoch,
+            "protocol": self.protocol,
         }
 
 
-def _stack(
-    features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], name: str
-) -> tuple[Tensor, Tensor]:
-    """Concatenate aligned utterances into ``(N, D)`` float32 and ``(N,)`` long."""
-    if not features:
-        raise ValueError(f"{name}: no utterances")
-    missing = [u for u in features if u not in labels]
-    if missing:
-        raise ValueError(
-            f"{name}: {len(missing)} utterances have features but no labels: {_quote(missing)}"
-        )
-    bad = [u for u in features if np.shape(features[u])[0] != np.shape(labels[u])[0]]
-    if bad:
-        u = bad[0]
-        raise ValueError(
-            f"{name}: {len(bad)} utterances have different feature and label counts (e.g. "
-            f"{u!r}: {np.shape(features[u])[0]} vs {np.shape(labels[u])[0]}); pass frame_step "
-            "(seconds per feature frame) to align them"
-        )
-    dims = {np.shape(f)[1] if np.ndim(f) == 2 else None for f in features.values()}
-    if len(dims) != 1 or None in dims:
-        raise ValueError(f"{name}: features must all be (frames, dim) with one dim, got {dims}")
-    lab = np.concatenate([np.asarray(labels[u]) for u in features])
-    if lab.size and not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"{name}: labels must be integers, got dtype {lab.dtype}")
-    invalid = (lab < 0) & (lab != IGNORE_INDEX)
-    if invalid.any():
-        raise ValueError(
-            f"{name}: labels must be >= 0 or {IGNORE_INDEX} (ignored), found "
-            f"{sorted(set(lab[invalid].tolist()))[:_SHOWN]}"
-        )
-    x = np.concatenate([np.asarray(features[u], dtype=np.float32) for u in features])
-    return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64))
+def _checked(name: str, utterances, num_classes: int | None = None):
+    """Pass ``(utt, features, labels)`` triples on, checking labels and one feature dim."""
+    dim = None
+    for utt, feats, lab in utterances:
+        if feats.ndim != 2 or (dim is not None and feats.shape[1] != dim):
+            raise ValueError(f"{name}: features must all be (frames, dim) with one dim; "
+                             f"{utt!r} has {feats.shape} after {dim}-dim ones")
+        dim = feats.shape[1]
+        if lab.size and not np.issubdtype(lab.dtype, np.integer):
+            raise ValueError(f"{name}: labels must be integers, got dtype {lab.dtype}")
+        invalid = (lab < 0) & (lab != IGNORE_INDEX)
+        if invalid.any():
+            raise ValueError(f"{name}: labels must be >= 0 or {IGNORE_INDEX} (ignored), found "
+                             f"{sorted(set(lab[invalid].tolist()))[:SHOWN]}")
+        yield utt, feats, lab
 
 
-def _score(
-    model: nn.Module, x: Tensor, y: Tensor, seen: Tensor, num_classes: int
-) -> tuple[np.ndarray, int, list[int]]:
-    """Confusion counts over frames whose label is a seen class; ignored count; unseen labels."""
-    in_range = (y >= 0) & (y < num_classes)
-    valid = in_range.clone()
-    valid[in_range] = seen[y[in_range]]
-    unseen = sorted(set(y[(y >= 0) & ~valid].tolist()))
-    pred = predict(model, x if bool(valid.all()) else x[valid])
-    flat = y[valid] * num_classes + pred
-    confusion = torch.bincount(flat, minlength=num_classes * num_classes)
-    confusion = confusion.reshape(num_classes, num_classes).numpy()
-    return confusion, int((~valid).sum()), unseen
+class _Aligned:
+    """``(utt, features, labels)`` of ``features``' utterances, aligned one at a time.
+
+    Iterating reads each utterance once (a lazy mapping stays lazy); count mismatches are
+    collected over the whole pass and raised at its end, with the likely cause.
+    """
+
+    def __init__(self, name: str, features: Mapping[str, np.ndarray],
+                 labels: Mapping[str, np.ndarray], frame_step: float | None,
+                 label_step: float, tolerance_frames: int) -> None:
+        if not features:
+            raise ValueError(f"{name}: no utterances")
+        missing = [u for u in features if u not in labels]
+        if missing:
+            example = next(iter(labels), None)
+            raise ValueError(
+                f"{name}: {len(missing)} of {len(features)} utterances have features but no "
+                f"labels: {quote_ids(missing)}. Label ids look like {example!r}: restrict the "
+                "features to utterances with alignments, or fix the id format")
+        if tolerance_frames < 0:
+            raise ValueError(f"tolerance_frames must be >= 0, got {tolerance_frames}")
+        self.name, self.features, self.labels = name, features, labels
+        self.frame_step, self.label_step = frame_step, label_step
+        self.tolerance_frames = tolerance_frames
+        self.steps = (1, 1) if frame_step is None else _step_ratio(frame_step, label_step)
+
+    def __iter__(self):
+        mismatched: list[tuple[str, int, int, int]] = []
+        tolerance = 0 if self.frame_step is None else self.tolerance_frames
+        for utt in self.features:
+            pair = _align_one(utt, self.features[utt], self.labels[utt], *self.steps,
+                              tolerance, mismatched)
+            if pair is not None:
+                yield utt, pair[0], pair[1]
+        if mismatched and self.frame_step is None:
+            u, f, lab, _ = mismatched[0]
+            raise ValueError(f"{self.name}: {len(mismatched)} utterances have different feature "
+                             f"and label counts (e.g. {u!r}: {f} vs {lab}); pass frame_step "
+                             "(seconds per feature frame) to align them")
+        if mismatched:
+            raise ValueError(_mismatch_message(mismatched, len(self.features), self.frame_step,
+                                               self.label_step, self.tolerance_frames))
+
+
+def _split_validation(table: FrameTable, fraction: float | None, seed: int,
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labelled rows to fit on and rows of held-out training utterances (``None`` without)."""
+    labelled = table.labels != IGNORE_INDEX
+    if fraction is None:
+        return np.flatnonzero(labelled), None
+    ids = list(table.utterances)
+    if len(ids) < 2:
+        raise ValueError("holding out part of the training split needs at least 2 training "
+                         "utterances; use a fixed schedule (validation_fraction=None)")
+    count = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    held = np.random.default_rng(seed).permutation(len(ids))[:count]
+    mask = np.zeros(len(table), dtype=bool)
+    for i in held:
+        start, stop = table.utterances[ids[i]]
+        mask[start:stop] = True
+    return np.flatnonzero(labelled & ~mask), np.flatnonzero(labelled & mask)
 
 
 def train_phone_probe(
@@ -399,36 +347,61 @@ def train_phone_probe(
     frame_step: float | None = None,
     label_step: float = 0.01,
     tolerance_frames: int = 2,
+    validation_fraction: float | None = None,
+    stopping: Stopping | None = None,
+    frame_store: str | None = None,
+    store_dtype: str = "float32",
+    protocol: str = "",
 ) -> dict[str, ProbeResult]:
     """Train a phone probe on frozen features and score it on held-out sets.
 
     Args:
-        train_features: ``{utt: (T, D)}`` features.
+        train_features: ``{utt: (T, D)}`` features (read once, utterance by utterance).
         train_labels: ``{utt: (L,)}`` integer frame labels, ``-100`` where unknown. With
             ``frame_step=None`` they must already match the features frame for frame.
         test_sets: ``{name: (features, labels)}`` held-out sets in the same form, e.g.
-            ``{"test": ..., "test_other_speakers": ...}``.
+            ``{"test": ..., "heldout_speakers": ...}``; scored one utterance at a time.
         num_classes: size of the label set; default: largest training label + 1.
         hidden: ``None`` for the linear probe, else the width of one ReLU hidden layer.
-        epochs, lr, batch_size: Adam on shuffled minibatches of ``batch_size`` frames.
-        standardize: standardise features with the training frames' mean and std.
-        seed: initialisation and shuffling seed.
-        device: where the probe trains (the features are moved there once).
+        epochs, lr, batch_size: Adam on shuffled minibatches of ``batch_size`` frames;
+            ``epochs`` is the limit under a stopping rule.
+        standardize: standardise features with the fitted frames' mean and std.
+        seed: initialisation, shuffling and held-out draw.
+        device: where the probe trains (one minibatch is moved there at a time).
         frame_step, label_step, tolerance_frames: when ``frame_step`` (seconds per feature
-            frame) is given, every set first goes through :func:`align_features_and_labels`.
+            frame) is given, every utterance is first aligned by the rules of
+            :func:`align_features_and_labels`.
+        validation_fraction, stopping: hold out this fraction of the training utterances and
+            stop on their accuracy (:class:`~ssl_speech.eval.probe_training.Stopping`); both
+            or neither.
+        frame_store: a directory: the training frames are written there
+            (:func:`~ssl_speech.eval.frame_store.write_frame_store`) and read back through a
+            memory map, so memory holds a minibatch and the index, not the corpus. ``None``
+            holds them in memory. The same seed gives the same probe either way.
+        store_dtype: ``float32`` or ``float16`` rows (in memory or in the store).
+        protocol: a name copied into the results.
 
     Returns:
         ``{name: ProbeResult}`` for each test set.
     """
-    if frame_step is not None:
-        def align(feats: Mapping[str, np.ndarray], labs: Mapping[str, np.ndarray]):
-            return align_features_and_labels(feats, labs, frame_step, label_step,
-                                             tolerance_frames)
-        train_features, train_labels = align(train_features, train_labels)
-        test_sets = {name: align(f, lab) for name, (f, lab) in test_sets.items()}
-    x, y = _stack(train_features, train_labels, "training set")
-    labelled = y[y != IGNORE_INDEX]
-    if labelled.numel() == 0:
+    if (validation_fraction is None) != (stopping is None):
+        raise ValueError("validation_fraction and stopping go together: give both (stop at "
+                         "convergence) or neither (a fixed number of epochs)")
+    if validation_fraction is not None and not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if store_dtype not in DTYPES:
+        raise ValueError(f"store_dtype must be one of {DTYPES}, got {store_dtype!r}")
+
+    def aligned(name: str, feats, labs) -> _Aligned:
+        return _Aligned(name, feats, labs, frame_step, label_step, tolerance_frames)
+
+    tests = {name: aligned(f"test set {name!r}", f, lab) for name, (f, lab) in test_sets.items()}
+    train = _checked("training set", aligned("training set", train_features, train_labels))
+    table = (stack_frames(train, store_dtype) if frame_store is None
+             else write_frame_store(train, frame_store, store_dtype))
+    fit_index, validation_index = _split_validation(table, validation_fraction, seed)
+    labelled = table.labels[table.labels != IGNORE_INDEX]
+    if labelled.size == 0:
         raise ValueError("training set: every frame is labelled -100")
     largest = int(labelled.max())
     if num_classes is None:
@@ -438,37 +411,68 @@ def train_phone_probe(
             f"training label {largest} is out of range for num_classes={num_classes}; "
             f"pass num_classes >= {largest + 1} (the phone list's size)"
         )
-    counts = torch.bincount(labelled, minlength=num_classes)
+    counts = np.bincount(table.labels[fit_index], minlength=num_classes)
     seen = counts > 0
-    test_data = {name: _stack(f, lab, f"test set {name!r}") for name, (f, lab) in test_sets.items()}
-    for name, (xt, _) in test_data.items():
-        if xt.shape[1] != x.shape[1]:
-            raise ValueError(
-                f"test set {name!r} has {xt.shape[1]}-dim features, training {x.shape[1]}-dim"
-            )
-    model, history = fit_probe(
-        x, y, num_classes, hidden=hidden, standardize=standardize, epochs=epochs, lr=lr,
-        batch_size=batch_size, seed=seed, device=device, progress=progress, desc="phone probe",
+    model, history = fit_table(
+        table, num_classes, fit_index, validation_index=validation_index, stopping=stopping,
+        hidden=hidden, standardize=standardize, epochs=epochs, lr=lr, batch_size=batch_size,
+        seed=seed, device=device, progress=progress, desc="phone probe",
     )
-    train_conf, _, _ = _score(model, x, y, seen, num_classes)
-    train_acc = float(np.trace(train_conf) / max(train_conf.sum(), 1))
+    train_pred = predict_rows(model, table, fit_index)
+    train_acc = float((train_pred == table.labels[fit_index]).mean())
     majority = int(counts.argmax())
     results: dict[str, ProbeResult] = {}
-    for name, (xt, yt) in test_data.items():
-        confusion, ignored, unseen = _score(model, xt, yt, seen, num_classes)
-        totals = confusion.sum(axis=1)
-        scored = int(totals.sum())
-        results[name] = ProbeResult(
-            accuracy=float(np.trace(confusion) / scored) if scored else float("nan"),
-            num_frames=scored,
-            num_ignored=ignored,
-            per_class={int(c): float(confusion[c, c] / totals[c]) for c in np.flatnonzero(totals)},
-            confusion=confusion,
-            chance=float(totals[majority] / scored) if scored else float("nan"),
-            train_accuracy=train_acc,
-            train_frames=int(labelled.numel()),
-            epochs=epochs,
-            loss_history=history,
-            unseen_classes=unseen,
-        )
+    for name, utterances in tests.items():
+        confusion, ignored, unseen = _score(model, _checked(f"test set {name!r}", utterances),
+                                            seen, num_classes, table.dim)
+        results[name] = _result(confusion, ignored, unseen, majority, train_acc,
+                                int(labelled.size), history, protocol)
     return results
+
+
+@torch.no_grad()
+def _score(model: torch.nn.Module, utterances, seen: np.ndarray, num_classes: int, dim: int,
+           ) -> tuple[np.ndarray, int, list[int]]:
+    """Confusion counts over frames whose label is a seen class; ignored count; unseen labels."""
+    device = next(model.parameters()).device
+    confusion = np.zeros(num_classes * num_classes, dtype=np.int64)
+    ignored, unseen = 0, set()
+    for utt, feats, y in utterances:
+        if feats.shape[1] != dim:
+            raise ValueError(f"{utt!r} has {feats.shape[1]}-dim features, training {dim}-dim")
+        in_range = (y >= 0) & (y < num_classes)
+        valid = in_range.copy()
+        valid[in_range] = seen[y[in_range]]
+        unseen.update(y[(y >= 0) & ~valid].tolist())
+        ignored += int((~valid).sum())
+        if valid.any():
+            x = torch.from_numpy(np.asarray(feats[valid], dtype=np.float32)).to(device)
+            pred = model(x).argmax(-1).cpu().numpy()
+            confusion += np.bincount(y[valid] * num_classes + pred,
+                                     minlength=num_classes * num_classes)
+    return confusion.reshape(num_classes, num_classes), ignored, sorted(unseen)
+
+
+def _result(confusion: np.ndarray, ignored: int, unseen: list[int], majority: int,
+            train_acc: float, train_frames: int, history: FitHistory, protocol: str,
+            ) -> ProbeResult:
+    totals = confusion.sum(axis=1)
+    scored = int(totals.sum())
+    return ProbeResult(
+        accuracy=float(np.trace(confusion) / scored) if scored else float("nan"),
+        num_frames=scored,
+        num_ignored=ignored,
+        per_class={int(c): float(confusion[c, c] / totals[c]) for c in np.flatnonzero(totals)},
+        confusion=confusion,
+        chance=float(totals[majority] / scored) if scored else float("nan"),
+        train_accuracy=train_acc,
+        train_frames=train_frames,
+        epochs=history.epochs,
+        loss_history=list(history.loss),
+        unseen_classes=unseen,
+        validation_accuracy=(history.validation[history.best_epoch - 1] if history.validation
+                             else None),
+        converged=history.converged,
+        best_epoch=history.best_epoch,
+        protocol=protocol,
+    )

@@ -1,11 +1,12 @@
-"""The quick phone probe printed at the end of training: learned vs untrained vs log-mel.
+"""The phone probe printed at the end of training: learned vs untrained vs the best baseline.
 
 A trained model is only worth something if its frozen features beat the same architecture at
-random initialisation (a strong baseline for frame-level probes) and plain log-mel features,
-under the same linear probe on the same utterances. This is the evaluation suite's phone probe
-(:func:`ssl_speech.eval.evaluation.compare_phone_probes`) with a faster setting than the
-CPC_audio protocol: a subset of the utterances and a higher learning rate (see
-:func:`compare_with_baselines`); ``scripts/evaluate.py`` gives the full figures.
+random initialisation (a strong baseline for frame-level probes) and plain spectral features
+(log-mel and MFCC; the stronger of the two is the comparison), under the same linear probe on
+the same utterances. This is :func:`ssl_speech.eval.probing.probe` on a subset of the
+utterances, every feature set probed to convergence (the ``converged`` protocol of
+:mod:`ssl_speech.eval.protocols`, ``epochs`` as its limit); ``evaluate`` gives the full
+figures.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import numpy as np
 import torch
 
 from ssl_speech.data.corpus import Corpus, Utterance
-from ssl_speech.eval.evaluation import ProbeProtocol, check_labels, compare_phone_probes
 from ssl_speech.eval.features import baseline_features_of, model_features, read_many
+from ssl_speech.eval.probing import ProbeSplit, best_baseline, check_labels, probe
+from ssl_speech.eval.protocols import ProbeProtocol
+
+NAMES = {"log_mel": "log-mel", "mfcc": "MFCC"}
 
 
 def pick_utterances(utterances: Iterable[Utterance], count: int, seed: int) -> list[Utterance]:
@@ -32,7 +36,7 @@ def pick_utterances(utterances: Iterable[Utterance], count: int, seed: int) -> l
 
 
 def labels_for(utterances: list[Utterance], alignments: dict[str, np.ndarray],
-                ) -> dict[str, np.ndarray]:
+               ) -> dict[str, np.ndarray]:
     """The frame labels of ``utterances`` (all must have some)."""
     ids = [u.id for u in utterances]
     check_labels(alignments, ids, "probe's utterances")
@@ -42,6 +46,21 @@ def labels_for(utterances: list[Utterance], alignments: dict[str, np.ndarray],
 def log_mel_of(utterances: list[Utterance]) -> dict[str, np.ndarray]:
     """Log-mel features of ``utterances`` in memory."""
     return read_many(baseline_features_of(utterances, "log_mel"), [u.id for u in utterances])
+
+
+def quick_split(train_corpus: Corpus, test_corpus: Corpus,
+                alignments: dict[str, np.ndarray] | None, train_utterances: int,
+                test_utterances: int, seed: int) -> tuple[ProbeSplit, list[Utterance]]:
+    """The quick probe's utterances (seeded draws), and all of them for computing features.
+
+    ``alignments=None`` gives a split without labels (for the speaker probe alone).
+    """
+    train = pick_utterances(train_corpus, train_utterances, seed)
+    test = pick_utterances(test_corpus, test_utterances, seed + 1)
+    labels = labels_for(train + test, alignments) if alignments is not None else {}
+    split = ProbeSplit(labels, [u.id for u in train], {"dev": [u.id for u in test]},
+                       speakers={u.id: u.speaker for u in train})
+    return split, train + test
 
 
 def compare_with_baselines(
@@ -58,7 +77,7 @@ def compare_with_baselines(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Probe accuracy (held-out utterances) of the three feature sets; prints a table and JSON.
+    """Probe accuracy (held-out utterances) of the four feature sets; prints a table and JSON.
 
     Args:
         trained, untrained: the model after training and the same architecture at its initial
@@ -66,30 +85,47 @@ def compare_with_baselines(
         train_corpus, test_corpus: where the probe's training and held-out utterances are drawn.
         alignments: CPC_audio-format frame labels of both.
         train_utterances, test_utterances: how many are drawn (seeded).
-        epochs, lr: the probe's schedule (Adam, batches of 1024 frames).
+        epochs, lr: the probe's epoch limit and learning rate (converged protocol: it stops
+            earlier once the held-out part of the training utterances plateaus).
+
+    Returns:
+        ``probe_trained``, ``probe_untrained``, ``probe_logmel``, ``probe_mfcc``,
+        ``probe_best_baseline`` (the better of log-mel and MFCC) and ``probe_converged``
+        (1.0 when every probe stopped on its plateau, else 0.0).
     """
-    train = pick_utterances(train_corpus, train_utterances, seed)
-    test = pick_utterances(test_corpus, test_utterances, seed + 1)
+    split, both = quick_split(train_corpus, test_corpus, alignments, train_utterances,
+                              test_utterances, seed)
     device = next(trained.parameters()).device
-    untrained = untrained.to(device)
-    both = train + test
     sources = {
         "trained": model_features(trained, both, layer),
-        "untrained": model_features(untrained, both, layer),
-        "log-mel": baseline_features_of(both, "log_mel"),
+        "untrained": model_features(untrained.to(device), both, layer),
+        "log_mel": baseline_features_of(both, "log_mel"),
+        "mfcc": baseline_features_of(both, "mfcc"),
     }
-    results = compare_phone_probes(
-        sources, alignments, [u.id for u in train], {"dev": [u.id for u in test]},
-        ProbeProtocol(epochs=epochs, lr=lr, seed=seed), device=device, progress=progress,
-    )
-    figures = {name: by_set["dev"].accuracy for name, by_set in results.items()}
-    print("\nlinear phone probe, frame accuracy on held-out utterances "
-          f"({len(train)} train / {len(test)} test utterances, layer {layer}):", file=sys.stderr)
-    for name, accuracy in figures.items():
-        print(f"  {name:<10} {100 * accuracy:6.2f} %", file=sys.stderr)
-    verdict = figures["trained"] > max(figures["untrained"], figures["log-mel"])
-    print(f"  trained beats both baselines: {'yes' if verdict else 'NO'}", file=sys.stderr)
+    protocol = ProbeProtocol.converged(epochs=epochs, lr=lr, seed=seed)
+    outcomes = probe(sources, split, protocol, device=device, progress=progress,
+                     in_memory=True)
+    results = {name: outcome.phone["dev"] for name, outcome in outcomes.items()}
+    figures = {name: result.accuracy for name, result in results.items()}
+    best_name, best = best_baseline(figures)
+    print(f"\nlinear phone probe, frame accuracy on held-out utterances ({len(split.train_ids)}"
+          f" train / {len(split.test_sets['dev'])} test utterances, layer {layer}; "
+          f"{protocol.describe()}):", file=sys.stderr)
+    for name, result in results.items():
+        state = (f"converged at epoch {result.best_epoch}" if result.converged
+                 else f"NOT converged in {result.epochs} epochs")
+        print(f"  {NAMES.get(name, name):<10} {100 * result.accuracy:6.2f} %   (train "
+              f"{100 * result.train_accuracy:.1f} %, {state})", file=sys.stderr)
+    verdict = figures["trained"] > max(figures["untrained"], best)
+    print(f"  trained - best baseline ({NAMES[best_name]}): "
+          f"{100 * (figures['trained'] - best):+.2f} points; beats the untrained model and "
+          f"both baselines: {'yes' if verdict else 'NO'}", file=sys.stderr)
+    converged = all(r.converged for r in results.values())
+    if not converged:
+        print(f"  some probes had not converged after {epochs} epochs: raise probe.epochs",
+              file=sys.stderr)
     summary = {"probe_trained": figures["trained"], "probe_untrained": figures["untrained"],
-               "probe_logmel": figures["log-mel"]}
+               "probe_logmel": figures["log_mel"], "probe_mfcc": figures["mfcc"],
+               "probe_best_baseline": best, "probe_converged": float(converged)}
     print(json.dumps({k: round(v, 4) for k, v in summary.items()}))
     return summary

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ssl_speech.eval.evaluation import EvalRecord
+from ssl_speech.eval.probing import best_baseline
 from ssl_speech.runs.metrics_log import read_metrics
 
 REPORT_MD = "report.md"
@@ -100,9 +101,14 @@ def _details(records: Sequence[EvalRecord]) -> list[str]:
     for r in records:
         parts = []
         for name, res in r.phone.items():
-            parts.append(f"phone probe `{name}`: {res.num_frames} frames scored, chance "
-                         f"{100 * res.chance:.1f} %, train accuracy {100 * res.train_accuracy:.1f}"
-                         f" % ({res.train_frames} frames, {res.epochs} epochs)")
+            stop = (f", best epoch {res.best_epoch}, held-out training accuracy "
+                    f"{100 * res.validation_accuracy:.1f} %"
+                    + ("" if res.converged else ", NOT converged")
+                    if res.validation_accuracy is not None else "")
+            parts.append(f"phone probe `{name}` ({res.protocol or 'custom'} protocol): "
+                         f"{res.num_frames} frames scored, chance {100 * res.chance:.1f} %, "
+                         f"train accuracy {100 * res.train_accuracy:.1f} % ({res.train_frames} "
+                         f"frames, {res.epochs} epochs{stop})")
         for name, res in r.abx.items():
             groups = ", ".join(f"{m} {s.num_groups}" for m, s in res.scores.items())
             parts.append(f"ABX `{name}`: {res.num_tokens} tokens of {res.num_items} items "
@@ -113,6 +119,34 @@ def _details(records: Sequence[EvalRecord]) -> list[str]:
                          f"{s.num_speakers} speakers, chance {100 * s.chance:.1f} %")
         lines.append(f"- **{r.name}** ({r.source}, frame step {r.frame_step * 1000:g} ms): "
                      + "; ".join(parts))
+    return lines
+
+
+def baseline_comparison(records: Sequence[EvalRecord]) -> list[str]:
+    """Each model's phone accuracy against the best spectral baseline, and unconverged probes.
+
+    The comparison is with the stronger of log-mel and MFCC on each held-out set: a model that
+    only beats the weaker one has not shown much.
+    """
+    baselines = [r for r in records if r.is_baseline and r.phone]
+    lines = []
+    for set_name in dict.fromkeys(s for r in records for s in r.phone):
+        found = best_baseline({r.name: r.phone[set_name].accuracy for r in baselines
+                               if set_name in r.phone}, [r.name for r in baselines])
+        if found is None:
+            continue
+        name, best = found
+        for r in records:
+            if not r.is_baseline and set_name in r.phone:
+                gap = 100 * (r.phone[set_name].accuracy - best)
+                lines.append(f"- `{r.name}` on `{set_name}`: {gap:+.2f} points against the best "
+                             f"baseline ({name}, {100 * best:.2f} %)")
+    for r in records:
+        for res in r.phone.values():
+            if res.protocol == "converged" and not res.converged:
+                lines.append(f"- **not converged**: the phone probe of `{r.name}` ran its "
+                             f"{res.epochs} epochs without reaching the plateau; raise --epochs")
+                break
     return lines
 
 
@@ -160,6 +194,9 @@ def write_report(
              "Phone accuracy: frame accuracy of the linear probe on held-out utterances; ABX: "
              "error rate (chance 50 %); speaker accuracy: held-out utterances of the training "
              "speakers. Best model figure in bold.", ""]
+    comparison = baseline_comparison(records)
+    if comparison:
+        lines += ["Phone accuracy against the best baseline:", "", *comparison, ""]
     lines += [f"**Note:** {note}" for note in _few_groups(records)]
     lines += [""] if lines[-1] != "" else []
     if settings:

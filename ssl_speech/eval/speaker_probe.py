@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ssl_speech.eval.phone_probe import fit_probe, predict
+from ssl_speech.eval.probe_training import fit_probe, predict
 
 POOLINGS = ("mean", "last", "mean_std")
 

@@ -13,15 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_speech.data.labels import AbxItem, read_abx_items
 from ssl_speech.eval import abx
-from ssl_speech.eval.abx import (
-    ABXItem,
-    abx_error,
-    abx_scores,
-    average_errors,
-    frame_range,
-    read_items,
-)
+from ssl_speech.eval.abx import abx_error, abx_scores, average_errors, frame_range
 
 STEP = 0.01
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +41,7 @@ def make_corpus(seed: int, num_speakers: int = 6, num_phones: int = 3, utts: int
             frames = separation * means[np.repeat(seq, ends - starts)]
             feats[utt] = (frames + noise * rng.normal(size=frames.shape)).astype(np.float32)
             for k in range(1, phones_per_utt - 1):
-                items.append(ABXItem(utt, starts[k] * STEP, ends[k] * STEP, f"p{seq[k]}",
+                items.append(AbxItem(utt, starts[k] * STEP, ends[k] * STEP, f"p{seq[k]}",
                                      f"p{seq[k - 1]}", f"p{seq[k + 1]}", f"spk{s}"))
     return feats, items
 
@@ -98,7 +92,7 @@ def _one_frame_tokens(vectors: list[tuple[str, str, str, tuple[float, float]]]):
     feats, items = {}, []
     for k, (phone, context, speaker, vec) in enumerate(vectors):
         feats[f"t{k}"] = np.tile(np.asarray(vec, dtype=np.float32), (3, 1))
-        items.append(ABXItem(f"t{k}", 0.0, 0.02, phone, context, "x", speaker))
+        items.append(AbxItem(f"t{k}", 0.0, 0.02, phone, context, "x", speaker))
     return feats, items
 
 
@@ -249,7 +243,7 @@ def test_frame_rule_matches_the_reference():
 def test_inputs_as_directory_path_tensors_or_callable_agree(tmp_path):
     feats, items = make_corpus(7, num_speakers=4)
     item_file = write_item_file(items, tmp_path / "dev.item")
-    assert read_items(item_file) == items
+    assert read_abx_items(item_file) == items
     feat_dir = tmp_path / "feats"
     feat_dir.mkdir()
     for utt, array in feats.items():
@@ -301,11 +295,13 @@ def test_bad_arguments_and_item_lines_are_rejected(tmp_path):
             abx_error(feats, items, **{"frame_step": STEP, **kwargs})
     bad = tmp_path / "bad.item"
     bad.write_text("#header\ns0_u0 0.1 0.2 p0 p1 p2\n")
-    with pytest.raises(ValueError, match=r"bad.item:2: expected 7 fields"):
-        read_items(bad)
+    with pytest.raises(ValueError, match=r"bad.item, line 2: expected 7 fields"):
+        abx_error(feats, bad, STEP)
     bad.write_text("#header\ns0_u0 0.1 abc p0 p1 p2 spk0\n")
-    with pytest.raises(ValueError, match="onset and offset must be seconds"):
-        read_items(bad)
+    with pytest.raises(ValueError, match="onset/offset '0.1', 'abc' are not numbers"):
+        abx_error(feats, bad, STEP)
+    with pytest.raises(ValueError, match=r"item 0: expected 7 fields"):
+        abx_error(feats, [("s0_u0", 0.1, 0.2)], STEP)
     with pytest.raises(ValueError, match=r"must be \(frames, dim\)"):
         abx_error({k: v[None] for k, v in feats.items()}, items, STEP)
     with pytest.raises(TypeError, match="features must be"):

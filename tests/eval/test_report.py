@@ -18,6 +18,7 @@ from ssl_speech.eval.report import (
     REPORT_JSON,
     REPORT_MD,
     SCORES_PNG,
+    baseline_comparison,
     write_report,
 )
 from ssl_speech.eval.speaker_probe import SpeakerProbeResult
@@ -77,6 +78,9 @@ def test_report_has_the_table_baseline_row_and_images(tmp_path):
                        "80.00 |")
     assert rows[3] == "| baseline: log_mel | baseline | — | 55.00 | 50.00 | 20.00 | 25.00 | 95.00 |"
     assert "probe epochs = 10" in text
+    # each model against the best baseline (here the only one, log-mel at 55 %)
+    assert "- `run_a` on `test`: +7.00 points against the best baseline (log_mel, 55.00 %)" in text
+    assert "- `run_b` on `test`: +16.00 points" in text
     # few triplet groups are flagged, once per item file and condition
     assert text.count("ABX within speaker on `dev` rests on only 12 (A, B, X) groups") == 1
     assert "ABX across speaker on" not in text
@@ -99,3 +103,14 @@ def test_report_without_plots_writes_only_the_text(tmp_path):
     assert not list(out.glob("*.png"))
     with pytest.raises(ValueError, match="at least one record"):
         write_report([], out)
+
+
+def test_models_are_compared_with_the_better_baseline(tmp_path):
+    rows = [*records(tmp_path), record("mfcc", "baseline", 0.65, 20.0, 25.0, 0.95)]
+    lines = baseline_comparison(rows)
+    assert lines[0] == ("- `run_a` on `test`: -3.00 points against the best baseline (mfcc, "
+                        "65.00 %)")
+    assert lines[1].startswith("- `run_b` on `test`: +6.00 points")
+    unconverged = record("run_c", "CPC", 0.7, 9.0, 9.0, 0.8)
+    unconverged.phone["test"].protocol = "converged"
+    assert "**not converged**" in baseline_comparison([unconverged])[-1]

@@ -91,6 +91,51 @@ def test_bad_input_ends_with_one_clear_error(tmp_path, tiny_corpus):
         f"error: 2 of {n} utterances of the test list are not in the corpus under")
 
 
+def test_phone_probe_of_another_corpus_needs_no_corpus_option(tmp_path, tiny_corpus):
+    # features of a corpus that is not the embedded one: the features, the alignments and the
+    # lists hold all the probe needs
+    features = tmp_path / "features"
+    features.mkdir()
+    rng = np.random.default_rng(0)
+    for line in (tiny_corpus / "alignments.txt").read_text().splitlines():
+        utt, *labels = line.split()
+        x = rng.normal(size=(len(labels), 8)).astype(np.float32)
+        x[np.arange(len(labels)), np.asarray(labels, dtype=int) % 8] += 2.0
+        np.save(features / f"other-{utt}.npy", x)
+    alignments = tmp_path / "alignments.txt"
+    alignments.write_text("".join(f"other-{line}\n" for line in
+                                  (tiny_corpus / "alignments.txt").read_text().splitlines()))
+    lists = {}
+    for name in ("train", "test"):
+        lists[name] = tmp_path / f"{name}.txt"
+        ids = (tiny_corpus / "splits" / f"{name}.txt").read_text().split()
+        lists[name].write_text("".join(f"other-{u}\n" for u in ids))
+    proc = script("phone_probe", "--features", features, "--alignments", alignments,
+                  "--train-list", lists["train"], "--test-list", lists["test"],
+                  "--protocol", "cpc_audio", "--epochs", 3, "--threads", 1)
+    figures = last_json(proc)
+    assert set(figures) == {"accuracy", "chance", "protocol"} and figures["protocol"] == "cpc_audio"
+    assert 0.0 <= figures["accuracy"] <= 1.0
+    assert "baselines are skipped" in proc.stderr
+
+
+def test_every_command_has_help_and_debug_shows_the_traceback(tmp_path):
+    for module in ("evaluate", "export_features", "phone_probe", "speaker_probe", "abx"):
+        proc = subprocess.run([sys.executable, "-m", f"ssl_speech.eval.commands.{module}",
+                               "--help"], capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+        assert proc.returncode == 0 and "--debug" in proc.stdout, (module, proc.stderr[-500:])
+    proc = subprocess.run([sys.executable, "-m", "ssl_speech.studies.compare", "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and "rpc_batch" in proc.stdout
+    missing = tmp_path / "nothing.item"
+    quiet = script("abx", tmp_path, missing, ok=False)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines()[-1] == f"error: ABX item file {missing} does not exist"
+    loud = script("abx", tmp_path, missing, "--debug", ok=False)
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
 def tiny_training_config(root: Path, run_dir: Path):
     overrides = [
         "objective=cpc", "data=librispeech", f"data.root={root}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import runpy
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,15 +13,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_speech.studies.compare import (
-    compose_run,
+from ssl_speech.studies.compare import compose_run, plan_run, run_preset
+from ssl_speech.studies.compare import run as compare_command
+from ssl_speech.studies.compare_preset import (
+    PRESETS_DIR,
     load_preset,
-    loss_statistics,
-    markdown_table,
     parse_preset,
-    plan_run,
-    run_preset,
+    shipped_presets,
 )
+from ssl_speech.studies.compare_summary import loss_statistics, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +60,8 @@ def test_shipped_rpc_batch_preset_plans_equal_audio_per_run(tmp_path):
     (minimal(plots=[{"metric": "loss", "colour": "red"}]), "a plot is"),
     (minimal(probe={"epoch": 3}), r"unknown probe keys \['epoch'\]"),
     (minimal(probe={"epochs": 0}), "probe.epochs must be >= 1"),
-    (minimal(baselines=["mfcc"]), "baselines"),
+    (minimal(baselines=["spectrogram"]), "baselines"),
+    (minimal(probe={"protocol": "fast"}), "unknown probe protocol 'fast'"),
 ])
 def test_bad_presets_are_rejected_with_the_reason(raw, message):
     with pytest.raises(ValueError, match=message):
@@ -143,7 +143,7 @@ def tiny_preset(root: Path, path: Path) -> Path:
 def test_two_short_runs_write_table_plot_and_json_line(tiny_corpus, tmp_path, capsys):
     preset = tiny_preset(tiny_corpus, tmp_path / "tiny.yaml")
     out = tmp_path / "out"
-    main = runpy.run_path(str(REPO / "scripts" / "compare.py"))["main"]
+    main = compare_command
     figures = main([str(preset), "--out", str(out)])
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last_line) == json.loads(json.dumps(figures))
@@ -187,11 +187,13 @@ def test_two_short_runs_write_table_plot_and_json_line(tiny_corpus, tmp_path, ca
 
 
 # ------------------------------------------------------------------ the shipped presets
-SHIPPED = sorted(p.stem for p in (REPO / "configs" / "compare").glob("*.yaml"))
+SHIPPED = shipped_presets()
 
 
 def test_every_preset_is_shipped_and_tested():
     assert SHIPPED == ["mgf_ablation", "rpc_batch", "trinet_collapse"]
+    assert PRESETS_DIR.parent.name == "studies"  # package data, not a training config group
+    assert not (REPO / "configs" / "compare").exists()
 
 
 @pytest.mark.parametrize("name", SHIPPED)
