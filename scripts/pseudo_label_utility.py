@@ -2,11 +2,15 @@
 
     python scripts/pseudo_label_utility.py OUT_DIR [--task phone|speaker] [--root CORPUS]
         [--split train] [--candidates f0 voicing ...] [--max-utterances 300]
+        [--setting ours|reference] [--no-controls]
 
 The estimate is the conditional dependence of the input and the pseudo-label given the
 downstream label (HSIC within each phone or speaker, averaged over classes; lower is more
-useful; see ssl_speech/eval/utility.py). Runs on the embedded corpus unless --root names a
-corpus in LibriSpeech layout (phone task: with --alignments, default ROOT/alignments.txt).
+useful; see ssl_speech/eval/utility.py and docs/pseudo_label_utility.md). Every ranking carries
+two controls unless --no-controls: white noise (the `noise` pseudo-label) and a function of the
+downstream class (`class_function`), which show where the scale's ends lie. Runs on the
+embedded corpus unless --root names a corpus in LibriSpeech layout (phone task: with
+--alignments, default ROOT/alignments.txt).
 Writes OUT_DIR/utility_<task>.tsv and OUT_DIR/utility_<task>.png, prints the table and ends
 with one JSON line of the uniform averages, best first, e.g. {"voicing": 0.0089, "rms": 0.025}.
 """
@@ -23,13 +27,8 @@ import torch
 
 from ssl_speech.data.corpus import load_corpus
 from ssl_speech.data.labels import read_alignments
-from ssl_speech.eval.utility import (
-    TASKS,
-    format_table,
-    plot_estimates,
-    rank_pseudo_labels,
-    write_table,
-)
+from ssl_speech.eval.utility import SETTINGS, TASKS, rank_pseudo_labels
+from ssl_speech.eval.utility_report import format_table, plot_estimates, write_table
 from ssl_speech.signal.pseudo_labels import available_pseudo_labels
 
 
@@ -45,14 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pseudo-labels (default: every available one)")
     parser.add_argument("--max-utterances", type=int, default=300,
                         help="seeded subset of the split (0: all)")
-    parser.add_argument("--chunk-seconds", type=float, default=2.0,
-                        help="speaker task: segment length (0: whole utterances)")
-    parser.add_argument("--num-points", type=int, default=10,
-                        help="points each log-mel segment is resampled to")
-    parser.add_argument("--max-per-class", type=int, default=500)
-    parser.add_argument("--min-class-size", type=int, default=4)
-    parser.add_argument("--variance", default="1.0",
-                        help="RBF variance per z-scored dimension, or 'median'")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="ours",
+                        help="the estimator: ours or the reference code's kernels")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="leave out the noise and class-function controls")
+    parser.add_argument("--chunk-seconds", type=float, default=None,
+                        help="speaker task: segment length, 0 for whole utterances (default: "
+                        "the setting's, 2 s for ours, whole utterances for reference)")
+    parser.add_argument("--num-points", type=int, default=None,
+                        help="points each log-mel segment is resampled to (default: the "
+                        "setting's)")
+    parser.add_argument("--max-per-class", type=int, default=None)
+    parser.add_argument("--min-class-size", type=int, default=None)
+    parser.add_argument("--variance", default=None,
+                        help="RBF variance (per z-scored dimension for ours), or 'median'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -77,20 +82,26 @@ def main(argv: list[str] | None = None) -> list:
     alignments = None
     if args.task == "phone":
         alignments = read_alignments(args.alignments or root / "alignments.txt")
-    variance = args.variance if args.variance == "median" else float(args.variance)
+    variance = args.variance
+    if variance is not None and variance != "median":
+        variance = float(variance)
+    chunk: int | None | str = "setting"
+    if args.chunk_seconds is not None:
+        chunk = round(args.chunk_seconds * 100) if args.chunk_seconds > 0 else None
     estimates = rank_pseudo_labels(
         utterances, args.candidates or available_pseudo_labels(), task=args.task,
-        alignments=alignments,
-        chunk_frames=round(args.chunk_seconds * 100) if args.chunk_seconds > 0 else None,
-        num_points=args.num_points, max_per_class=args.max_per_class,
+        alignments=alignments, setting=args.setting, controls=not args.no_controls,
+        chunk_frames=chunk, num_points=args.num_points, max_per_class=args.max_per_class,
         min_class_size=args.min_class_size, variance=variance, seed=args.seed,
         device=args.device, progress=True,
     )
     out = Path(args.out_dir)
     table = write_table(estimates, out / f"utility_{args.task}.tsv")
     plot = plot_estimates(estimates, out / f"utility_{args.task}.png",
-                          title=f"{args.task} task, {len(utterances)} utterances")
-    print(f"{args.task} task, {len(utterances)} utterances of {root}; lower is more useful")
+                          title=f"{args.task} task, {len(utterances)} utterances, "
+                          f"{args.setting} setting")
+    print(f"{args.task} task, {len(utterances)} utterances of {root}, {args.setting} setting; "
+          "lower is more useful")
     print(format_table(estimates))
     print(f"wrote {table}" + (f" and {plot}" if plot else ""))
     # JSON has no NaN: a candidate without a scored class is null
