@@ -3,14 +3,16 @@
     python scripts/make_manifest.py ROOT OUT.tsv [--ext flac wav] [--speaker-pattern REGEX]
 
 ROOT is in LibriSpeech layout (``speaker/chapter/utt.flac``) unless ``--speaker-pattern`` gives a
-regex whose first group (or group ``speaker``) picks the speaker from each relative path.
+regex whose first group (or group ``speaker``) picks the speaker from each relative path. The
+manifest carries each file's size and mtime, the format of the manifest cache
+(``ssl_speech/data/corpus/manifest.py``); headers are read by ``--threads`` threads.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ssl_speech.data.corpus import scan_directory, write_manifest
+from ssl_speech.data.corpus import DEFAULT_THREADS, scan_directory, write_manifest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,9 +28,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="drop files shorter than this many samples at 16 kHz")
     parser.add_argument("--ids", choices=["stem", "path"], default="stem",
                         help="utterance ids: file stem, or relative path without extension")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="header readers (I/O bound: more helps on network file systems)")
     args = parser.parse_args(argv)
     corpus = scan_directory(args.root, extensions=args.ext, speaker_pattern=args.speaker_pattern,
-                            on_error=args.on_error, min_samples=args.min_samples, ids=args.ids)
+                            on_error=args.on_error, min_samples=args.min_samples, ids=args.ids,
+                            threads=args.threads)
     write_manifest(corpus, args.out)
     report = corpus.report
     print(f"{args.out}: {len(corpus)} utterances, {len(corpus.speakers)} speakers, "

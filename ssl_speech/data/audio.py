@@ -152,13 +152,16 @@ def read_audio(
     start: int = 0,
     num_samples: int | None = None,
     target_sr: int = SAMPLE_RATE,
+    expected_total: int | None = None,
 ) -> np.ndarray:
     """Read ``num_samples`` samples of ``path`` from ``start``, as float32 mono at ``target_sr``.
 
     ``start`` and ``num_samples`` count samples at ``target_sr`` (``None``: to the end). Without
     resampling only the requested part is decoded; with resampling a short margin around it is
     decoded and the result equals the same slice of the whole resampled file. Channels are
-    averaged to mono.
+    averaged to mono. ``expected_total``: the file's length (at ``target_sr``) when it was
+    scanned; a header that now says otherwise means the file was replaced, an
+    :class:`AudioError`.
 
     Returns:
         ``(num_samples,)`` float32 array in [-1, 1] for PCM sources.
@@ -173,6 +176,9 @@ def read_audio(
     with _open(path) as handle:
         info = _header(handle, path)
         total = info.num_samples_at(target_sr)
+        if expected_total is not None and total != expected_total:
+            raise AudioError(f"{path}: changed since the corpus scan: {total} samples at "
+                             f"{target_sr} Hz now, {expected_total} then; rescan the corpus")
         if num_samples is None:
             num_samples = total - start
         if start < 0 or num_samples < 0 or start + num_samples > total:

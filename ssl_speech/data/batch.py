@@ -19,6 +19,10 @@ class Batch:
             Label frame ``i`` covers samples ``[160 i, 160 i + 160)`` of the window.
         start: optional ``(B,)`` long sample offset of each window in its utterance.
         utt: optional utterance ids, one per window.
+        skipped: ``(path, reason)`` of each window of this batch that could not be read (its
+            file vanished, was truncated or replaced since the scan, or holds NaN/Inf samples)
+            and was left out; ``len(skipped)`` windows fewer than the sampler planned. A batch
+            whose every window failed has ``size == 0``.
     """
 
     wav: Tensor
@@ -26,6 +30,7 @@ class Batch:
     phones: Tensor | None = None
     start: Tensor | None = None
     utt: list[str] | None = field(default=None)
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.wav.dim() != 3 or self.wav.shape[1] != 1:
@@ -49,6 +54,7 @@ class Batch:
             phones=move(self.phones),
             start=move(self.start),
             utt=self.utt,
+            skipped=self.skipped,
         )
 
     def pin_memory(self) -> Batch:
@@ -59,4 +65,5 @@ class Batch:
             phones=None if self.phones is None else self.phones.pin_memory(),
             start=None if self.start is None else self.start.pin_memory(),
             utt=self.utt,
+            skipped=self.skipped,
         )

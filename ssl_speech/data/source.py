@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ssl_speech.data.corpus import Corpus, load_corpus
+from ssl_speech.data.corpus import DEFAULT_THREADS, Corpus, load_corpus
 from ssl_speech.data.labels import read_alignments
 
 
@@ -49,9 +50,17 @@ def resolve_data_source(data: DictConfig, progress: bool = True) -> DataSource:
 
 
 def load_split_corpus(source: DataSource, split: str | Path | None, on_error: str,
-                      min_samples: int) -> Corpus:
+                      min_samples: int, threads: int = DEFAULT_THREADS,
+                      cache: bool | str | Path = False, rank: int = 0,
+                      barrier: Callable[[], None] | None = None) -> Corpus:
+    """The corpus of ``split`` (see :func:`~ssl_speech.data.corpus.load_corpus`).
+
+    Under DDP pass ``rank`` and ``barrier=torch.distributed.barrier`` with ``cache``: rank 0
+    scans and writes the manifest cache, the other ranks wait and read it. Every rank must call.
+    """
     return load_corpus(root=source.root, manifest=source.manifest, split=split,
-                       on_error=on_error, min_samples=min_samples)
+                       on_error=on_error, min_samples=min_samples, threads=threads,
+                       cache=cache, rank=rank, barrier=barrier)
 
 
 def read_labels(source: DataSource) -> dict | None:

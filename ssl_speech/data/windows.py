@@ -1,303 +1,38 @@
-"""Training windows: fixed-length crops of utterances, grouped into batches by speaker.
+"""Training windows: reading the fixed-length crops the sampler plans, and the training loader.
 
-:class:`SpeakerBatchSampler` decides which windows form each batch of an epoch (a list of
-``(utterance index, start sample)`` pairs); :class:`WindowDataset` reads one window;
-:func:`collate_windows` stacks a batch into a :class:`~ssl_speech.data.batch.Batch`. The split
-keeps all randomness in the sampler, which is seeded from ``(seed, epoch)`` only, so an epoch is
-reproducible, shardable across DDP ranks and resumable mid-way.
+:class:`~ssl_speech.data.sampler.SpeakerBatchSampler` decides which windows form each batch
+(see its module for the epoch plan); :class:`WindowDataset` reads one window;
+:func:`collate_windows` stacks a batch into a :class:`~ssl_speech.data.batch.Batch`;
+:func:`build_dataloader` puts them together with worker processes, pinned memory and prefetch.
 
-Epoch plan (as CPC_audio, with the details pinned down):
-
-1. An utterance of ``L`` samples holds ``n = L // window`` consecutive non-overlapping windows.
-   They start at a random offset, drawn per utterance from ``(seed, epoch)``, uniformly among
-   the multiples of ``hop`` in ``[0, min(window - 1, L - n * window)]``: every epoch takes all
-   ``n`` windows (the number never changes, so the epoch length is fixed) and frame labels stay
-   on the 10 ms grid. Utterances shorter than a window give nothing; the sampler warns once.
-2. Windows are grouped into batches of ``batch_size``:
-   ``samespeaker`` (default): each batch holds one speaker's windows; a speaker's leftover
-   windows are dropped with ``drop_last``, else form a smaller batch.
-   ``samesequence``: each batch holds one utterance's windows; each utterance's leftovers are
-   pooled (utterance by utterance) into mixed batches.
-   ``uniform``: windows shuffled across the corpus.
-3. The batch order is shuffled. For DDP the batches are dealt round-robin to ``world_size``
-   ranks, each getting ``num_batches // world_size``; the remaining few batches of the epoch
-   are dropped so that every rank runs the same number of steps. Across ranks no window occurs
-   twice, and with ``drop_last=False`` and a batch count divisible by ``world_size`` the union
-   is exactly the one-rank epoch.
+Reading from disk decodes only the window (a seek, then its frames: ``read_audio``), so the cost
+of a window does not grow with the length of its file. A window whose file fails at read time,
+or holds NaN/Inf samples, is left out of its batch and listed in ``Batch.skipped``
+(``on_error="skip"``), or stops training with the file's name (``"raise"``); see
+:mod:`ssl_speech.data.read_faults`.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from ssl_speech.data.audio import SAMPLE_RATE, read_audio
+from ssl_speech.data.audio import AudioError, read_audio
 from ssl_speech.data.batch import Batch
-from ssl_speech.data.corpus import Corpus
+from ssl_speech.data.corpus import ON_ERROR, Corpus
 from ssl_speech.data.labels import IGNORE_INDEX, slice_labels
+from ssl_speech.data.read_faults import ReadFault, ReadFaultLog, non_finite_error
+from ssl_speech.data.sampler import MODES, EpochPlan, SpeakerBatchSampler, check_window
 
-MODES = ("samespeaker", "samesequence", "uniform")
+__all__ = ["MODES", "EpochPlan", "SpeakerBatchSampler", "WindowDataset", "WindowLoader",
+           "build_dataloader", "collate_windows"]
+
 _INT16_SCALE = 32768.0
-
-
-def _check_window(window: int, hop: int) -> None:
-    if hop <= 0:
-        raise ValueError(f"hop={hop}: must be a positive number of samples per frame (160)")
-    if window <= 0 or window % hop:
-        raise ValueError(f"window={window} samples must be a positive multiple of hop={hop} so "
-                         f"frame labels line up, e.g. {max(1, window // hop) * hop}")
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """One epoch's windows and batches over all ranks.
-
-    Attributes:
-        utt, start: ``(N,)`` utterance index and start sample of each window of the epoch.
-        flat: ``(N',)`` window indices laid out batch after batch (``N' <= N`` with drop_last).
-        first, size: ``(num_batches,)`` batch ``b`` is ``flat[first[b] : first[b] + size[b]]``,
-            in the epoch's batch order.
-    """
-
-    utt: np.ndarray
-    start: np.ndarray
-    flat: np.ndarray
-    first: np.ndarray
-    size: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.first)
-
-    def batch(self, b: int) -> list[tuple[int, int]]:
-        """Batch ``b`` as ``(utterance index, start sample)`` pairs."""
-        idx = self.flat[self.first[b] : self.first[b] + self.size[b]]
-        return list(zip(self.utt[idx].tolist(), self.start[idx].tolist()))
-
-
-class SpeakerBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of ``(utterance index, start sample)`` windows for one rank (see module doc).
-
-    Args:
-        corpus: the utterances; indices refer to ``corpus.utterances``.
-        window: window length in samples (16 kHz); a multiple of ``hop``.
-        batch_size: windows per batch.
-        mode: ``samespeaker``, ``samesequence`` or ``uniform``.
-        seed: seeds every epoch's plan together with the epoch number.
-        rank, world_size: this process's share of each epoch under DDP.
-        drop_last: drop incomplete batches (per speaker in ``samespeaker`` mode).
-        hop: window offsets are multiples of ``hop`` samples (the label frame).
-
-    Resuming: :meth:`state_dict` records the epoch and the number of batches of this epoch the
-    trainer has consumed; :meth:`load_state_dict` makes the next iteration of that epoch skip
-    them and yield exactly the remaining batches. A ``DataLoader`` with workers draws batches
-    ahead of the training loop, so the trainer must pass the count it has *consumed*:
-    ``state_dict(consumed_batches=n)``; without it the count of batches yielded so far is used,
-    which is right only without prefetching.
-    """
-
-    def __init__(
-        self,
-        corpus: Corpus,
-        window: int = 20480,
-        batch_size: int = 8,
-        mode: str = "samespeaker",
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-        hop: int = 160,
-    ) -> None:
-        _check_window(window, hop)
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-        if seed < 0:
-            raise ValueError(f"seed={seed}: must be >= 0")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
-        self.window, self.batch_size, self.mode, self.seed = window, batch_size, mode, seed
-        self.rank, self.world_size, self.drop_last, self.hop = rank, world_size, drop_last, hop
-        self._lengths = np.array([u.num_samples for u in corpus], dtype=np.int64)
-        self._speakers = np.array([corpus.speaker_index(u.speaker) for u in corpus],
-                                  dtype=np.int64)
-        self._counts = self._lengths // window
-        self.num_windows = int(self._counts.sum())
-        if self.num_windows == 0:
-            raise ValueError(f"no utterance of the {len(corpus)} in {corpus.root} is as long as "
-                             f"a window of {window} samples; use a shorter window")
-        self._warn_short(corpus)
-        self.num_global_batches = self._count_batches()
-        if self.num_global_batches == 0:
-            where = "every speaker has" if mode == "samespeaker" else "the corpus has"
-            raise ValueError(f"no full batch of {batch_size} windows of {window} samples: in mode "
-                             f"{mode!r} {where} fewer ({self.num_windows} windows in all); use "
-                             "drop_last=False, a smaller batch or window, or more data")
-        if len(self) == 0:
-            raise ValueError(f"{self.num_global_batches} batches of {batch_size} per epoch cannot "
-                             f"be shared by {world_size} ranks; use a smaller batch or more data")
-        self.epoch = 0
-        self._resume_at = 0  # batches to skip in the next iteration of self.epoch
-        self._yielded = 0  # position in the current epoch, counted as batches are handed out
-
-    def _warn_short(self, corpus: Corpus) -> None:
-        short = np.flatnonzero(self._counts == 0)
-        if len(short) and self.rank == 0:
-            seconds = self._lengths[short].sum() / SAMPLE_RATE
-            names = ", ".join(corpus[int(i)].id for i in short[:5])
-            warnings.warn(
-                f"{len(short)} of {len(corpus)} utterances ({seconds:.1f} s) are shorter than "
-                f"the {self.window}-sample window and are never sampled, e.g. {names}; drop "
-                f"them when loading with min_samples={self.window}", stacklevel=3)
-
-    # ------------------------------------------------------------------ the epoch plan
-    def _count_batches(self) -> int:
-        """Batches per epoch over all ranks (fixed: the windows per utterance never change)."""
-        B = self.batch_size
-
-        def batches(n: np.ndarray | int) -> np.ndarray | int:
-            return n // B if self.drop_last else -(-n // B)
-
-        if self.mode == "uniform":
-            return int(batches(self.num_windows))
-        if self.mode == "samespeaker":
-            per_speaker = np.bincount(self._speakers, weights=self._counts).astype(np.int64)
-            return int(np.sum(batches(per_speaker)))
-        leftovers = int(np.sum(self._counts % B))
-        return int(np.sum(self._counts // B)) + int(batches(leftovers))
-
-    def epoch_windows(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """All windows of ``epoch``: ``(utterance index, start sample)`` arrays in corpus order."""
-        rng = np.random.default_rng([self.seed, epoch])
-        slack = self._lengths - self._counts * self.window
-        choices = np.minimum(slack, self.window - 1) // self.hop + 1
-        offsets = rng.integers(0, choices) * self.hop
-        utt = np.repeat(np.arange(len(self._lengths)), self._counts)
-        first = np.cumsum(self._counts) - self._counts
-        k = np.arange(self.num_windows) - np.repeat(first, self._counts)
-        return utt, offsets[utt] + k * self.window
-
-    def plan(self, epoch: int) -> EpochPlan:
-        """All batches of ``epoch`` over all ranks, in the epoch's shuffled order."""
-        utt, start = self.epoch_windows(epoch)
-        # A second stream for grouping, so offsets do not depend on the mode.
-        rng = np.random.default_rng([self.seed, epoch, 1])
-        if self.mode == "uniform":
-            flat = rng.permutation(self.num_windows)
-            first, size = self._cut(np.array([self.num_windows]))
-        elif self.mode == "samespeaker":
-            speaker = self._speakers[utt]
-            shuffled = rng.permutation(self.num_windows)
-            # Grouped by speaker, in random order within each speaker.
-            key = speaker[shuffled]
-            if len(self._speakers) and self._speakers.max() < 2**16:
-                key = key.astype(np.uint16)  # numpy's stable sort is a radix sort for 16 bits
-            flat = shuffled[np.argsort(key, kind="stable")]
-            first, size = self._cut(np.bincount(speaker))
-        else:
-            # Windows utterance by utterance (utterances shuffled); each utterance's whole
-            # batches first, then its leftovers pooled at the end.
-            perm = rng.permutation(len(self._counts))
-            counts = self._counts[perm]
-            k = np.arange(self.num_windows) - np.repeat(np.cumsum(counts) - counts, counts)
-            window_id = np.repeat((np.cumsum(self._counts) - self._counts)[perm], counts) + k
-            whole = k < np.repeat(counts // self.batch_size * self.batch_size, counts)
-            flat = np.concatenate([window_id[whole], window_id[~whole]])
-            n_whole = int(whole.sum())
-            first_a, size_a = self._cut(np.array([n_whole]))
-            first_b, size_b = self._cut(np.array([self.num_windows - n_whole]), offset=n_whole)
-            first, size = np.concatenate([first_a, first_b]), np.concatenate([size_a, size_b])
-        order = rng.permutation(len(first))
-        return EpochPlan(utt, start, flat, first[order], size[order])
-
-    def _cut(self, sizes: np.ndarray, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Cut consecutive groups of ``sizes`` windows into batches: ``(first, size)`` arrays."""
-        B = self.batch_size
-        per_group = sizes // B if self.drop_last else -(-sizes // B)
-        group = np.repeat(np.arange(len(sizes)), per_group)
-        k = np.arange(per_group.sum()) - np.repeat(np.cumsum(per_group) - per_group, per_group)
-        first = offset + (np.cumsum(sizes) - sizes)[group] + k * B
-        return first, np.minimum(B, sizes[group] - k * B)
-
-    def _my_batches(self, plan: EpochPlan) -> np.ndarray:
-        if len(plan) != self.num_global_batches:
-            raise RuntimeError(f"epoch plan has {len(plan)} batches, expected "
-                               f"{self.num_global_batches}")
-        return np.arange(self.rank, len(self) * self.world_size, self.world_size)
-
-    def epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
-        """This rank's batches of ``epoch``, in order."""
-        plan = self.plan(epoch)
-        return [plan.batch(b) for b in self._my_batches(plan)]
-
-    # ------------------------------------------------------------------ Sampler protocol
-    def __len__(self) -> int:
-        """Batches per epoch for this rank (a resumed epoch yields fewer)."""
-        return self.num_global_batches // self.world_size
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        plan = self.plan(self.epoch)
-        mine = self._my_batches(plan)
-        skip, self._resume_at = self._resume_at, 0
-        self._yielded = skip
-        for b in mine[skip:]:
-            self._yielded += 1
-            yield plan.batch(b)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch to iterate; a position restored for another epoch is dropped."""
-        if epoch < 0:
-            raise ValueError(f"epoch={epoch}: must be >= 0")
-        if epoch != self.epoch:
-            self._resume_at = self._yielded = 0
-        self.epoch = epoch
-
-    # ------------------------------------------------------------------ resuming
-    def state_dict(self, consumed_batches: int | None = None) -> dict[str, Any]:
-        """The position in the epoch.
-
-        Args:
-            consumed_batches: batches of the current epoch the trainer has finished with,
-                counted from the epoch's start (a resumed epoch includes the batches it
-                skipped). ``None``: the number yielded so far (correct without prefetching).
-        """
-        position = self._yielded if consumed_batches is None else int(consumed_batches)
-        if not 0 <= position <= len(self):
-            raise ValueError(f"consumed_batches={position}: must be in [0, {len(self)}] "
-                             "(batches of this epoch on this rank)")
-        return {"epoch": self.epoch, "position": position, "seed": self.seed,
-                "mode": self.mode, "window": self.window, "batch_size": self.batch_size,
-                "hop": self.hop, "drop_last": self.drop_last, "world_size": self.world_size,
-                "num_windows": self.num_windows}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from ``state``: the next iteration yields the rest of its epoch.
-
-        The epoch plan must be the same, so seed, mode, window, batch size, hop and drop_last
-        must match. A different world size is allowed: the batches the old ranks consumed are
-        skipped (rounded up to whole steps, so at most ``world_size - 1`` batches are lost).
-        """
-        for key in ("seed", "mode", "window", "batch_size", "hop", "drop_last"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"sampler state has {key}={state[key]!r} but this sampler "
-                                 f"{key}={getattr(self, key)!r}; resume with the same data "
-                                 "settings or start a new run")
-        if state["num_windows"] != self.num_windows and self.rank == 0:
-            warnings.warn(f"the corpus changed since the sampler state was saved "
-                          f"({state['num_windows']} windows then, {self.num_windows} now): the "
-                          "rest of this epoch may miss or repeat windows", stacklevel=2)
-        position = int(state["position"])
-        if state["world_size"] != self.world_size:
-            consumed = position * int(state["world_size"])
-            position = -(-consumed // self.world_size)
-        self.epoch = int(state["epoch"])
-        self._resume_at = self._yielded = min(position, len(self))
 
 
 class WindowDataset(Dataset):
@@ -312,9 +47,12 @@ class WindowDataset(Dataset):
             is 16-bit PCM at 16 kHz, else float32): for small corpora, such as the embedded one
             (about 115 MB per hour as int16). Worker processes share it copy-on-write.
         hop: samples per label frame.
+        on_error: a window that cannot be read (file gone, truncated or replaced since the
+            scan; NaN/Inf samples): ``"skip"`` returns a :class:`ReadFault` in its place,
+            ``"raise"`` raises :class:`~ssl_speech.data.audio.AudioError` naming the file.
 
     Items are dicts ``wav (window,) float32, speaker int, phones (window // hop,) int64 or
-    None, start int, utt str``; :func:`collate_windows` stacks them.
+    None, start int, utt str``, or a :class:`ReadFault`; :func:`collate_windows` stacks them.
     """
 
     def __init__(
@@ -324,9 +62,12 @@ class WindowDataset(Dataset):
         labels: Mapping[str, np.ndarray] | None = None,
         in_memory: bool = False,
         hop: int = 160,
+        on_error: str = "skip",
     ) -> None:
-        _check_window(window, hop)
-        self.corpus, self.window, self.hop = corpus, window, hop
+        check_window(window, hop)
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR}")
+        self.corpus, self.window, self.hop, self.on_error = corpus, window, hop, on_error
         self._speakers = [corpus.speaker_index(u.speaker) for u in corpus]
         self._labels: list[np.ndarray | None] | None = None
         if labels is not None:
@@ -338,11 +79,20 @@ class WindowDataset(Dataset):
                               f"{IGNORE_INDEX}", stacklevel=2)
         self._audio: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
+        self._load_errors: dict[int, AudioError] = {}
         if in_memory:
             self._load_all()
 
     def _load_all(self) -> None:
-        waves = [read_audio(u.path) for u in self.corpus]
+        waves = []
+        for i, u in enumerate(self.corpus):
+            try:
+                waves.append(read_audio(u.path, expected_total=u.num_samples))
+            except AudioError as err:  # gone or broken since the scan
+                if self.on_error == "raise":
+                    raise
+                self._load_errors[i] = err
+                waves.append(np.zeros(0, dtype=np.float32))
         exact = all(_is_int16(w) for w in waves)
         self._offsets = np.concatenate([[0], np.cumsum([len(w) for w in waves])])
         if exact:
@@ -356,19 +106,18 @@ class WindowDataset(Dataset):
         """RAM held by the in-memory audio (0 when reading from disk)."""
         return 0 if self._audio is None else self._audio.nbytes
 
-    def __getitem__(self, index: tuple[int, int]) -> dict[str, Any]:
+    def __getitem__(self, index: tuple[int, int]) -> dict[str, Any] | ReadFault:
         utt_index, start = index
         utt = self.corpus[utt_index]
         if start < 0 or start + self.window > utt.num_samples:
             raise IndexError(f"window [{start}, {start + self.window}) lies outside utterance "
                              f"{utt.id} of {utt.num_samples} samples")
-        if self._audio is not None:
-            begin = int(self._offsets[utt_index]) + start  # type: ignore[index]
-            wav = self._audio[begin : begin + self.window]
-            if wav.dtype == np.int16:
-                wav = wav.astype(np.float32) / _INT16_SCALE
-        else:
-            wav = read_audio(utt.path, start, self.window)
+        try:
+            wav = self._read(utt_index, start)
+        except AudioError as err:
+            if self.on_error == "raise":
+                raise
+            return ReadFault(str(utt.path), str(err), self.window)
         phones = None
         if self._labels is not None:
             lab = self._labels[utt_index]
@@ -377,29 +126,69 @@ class WindowDataset(Dataset):
         return {"wav": wav, "speaker": self._speakers[utt_index], "phones": phones,
                 "start": start, "utt": utt.id}
 
+    def _read(self, utt_index: int, start: int) -> np.ndarray:
+        """The window's samples; :class:`AudioError` naming the file when they cannot be had."""
+        utt = self.corpus[utt_index]
+        if utt_index in self._load_errors:
+            raise self._load_errors[utt_index]
+        if self._audio is not None:
+            begin = int(self._offsets[utt_index]) + start  # type: ignore[index]
+            wav = self._audio[begin : begin + self.window]
+            if wav.dtype == np.int16:
+                return wav.astype(np.float32) / _INT16_SCALE
+        else:
+            wav = read_audio(utt.path, start, self.window, expected_total=utt.num_samples)
+        error = non_finite_error(utt.path, start, wav)
+        if error is not None:
+            raise error
+        return wav
+
 
 def _is_int16(wav: np.ndarray) -> bool:
     scaled = wav * _INT16_SCALE
-    return bool(np.all(scaled == np.round(scaled)) and scaled.min() >= -_INT16_SCALE
-                and scaled.max() < _INT16_SCALE)
+    return bool(np.all(scaled == np.round(scaled)) and scaled.min(initial=0) >= -_INT16_SCALE
+                and scaled.max(initial=0) < _INT16_SCALE)
 
 
-def collate_windows(items: Sequence[Mapping[str, Any]]) -> Batch:
+def collate_windows(items: Sequence[Mapping[str, Any] | ReadFault]) -> Batch:
     """Stack dataset items into a :class:`Batch`: ``wav (B, 1, S)``, ``speaker (B,)``,
-    ``phones (B, S // hop)`` or ``None``, ``start (B,)``, ``utt`` ids."""
+    ``phones (B, S // hop)`` or ``None``, ``start (B,)``, ``utt`` ids; read faults are left
+    out and listed in ``Batch.skipped`` (all faults: an empty batch, ``size == 0``)."""
     if not items:
         raise ValueError("cannot collate an empty batch")
-    has_phones = [it["phones"] is not None for it in items]
+    skipped = tuple((it.path, it.reason) for it in items if isinstance(it, ReadFault))
+    good = [it for it in items if not isinstance(it, ReadFault)]
+    if not good:
+        window = items[0].window  # type: ignore[union-attr]
+        return Batch(wav=torch.zeros(0, 1, window), speaker=torch.zeros(0, dtype=torch.long),
+                     start=torch.zeros(0, dtype=torch.long), utt=[], skipped=skipped)
+    has_phones = [it["phones"] is not None for it in good]
     if any(has_phones) and not all(has_phones):
         raise ValueError("some windows of the batch have frame labels and some do not")
     return Batch(
-        wav=torch.from_numpy(np.stack([it["wav"] for it in items]))[:, None, :],
-        speaker=torch.tensor([it["speaker"] for it in items], dtype=torch.long),
-        phones=torch.from_numpy(np.stack([it["phones"] for it in items])) if all(has_phones)
+        wav=torch.from_numpy(np.stack([it["wav"] for it in good]))[:, None, :],
+        speaker=torch.tensor([it["speaker"] for it in good], dtype=torch.long),
+        phones=torch.from_numpy(np.stack([it["phones"] for it in good])) if all(has_phones)
         else None,
-        start=torch.tensor([it["start"] for it in items], dtype=torch.long),
-        utt=[it["utt"] for it in items],
+        start=torch.tensor([it["start"] for it in good], dtype=torch.long),
+        utt=[it["utt"] for it in good],
+        skipped=skipped,
     )
+
+
+class WindowLoader(DataLoader):
+    """The training ``DataLoader``, which also counts the read faults of the batches it hands
+    out in :attr:`faults` (a :class:`ReadFaultLog`: ``skipped_windows``, ``skipped_files``) and
+    warns once per failing file, in the training process whatever the number of workers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.faults = ReadFaultLog()
+
+    def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
+        for batch in super().__iter__():
+            self.faults.record(batch.skipped)
+            yield batch
 
 
 def build_dataloader(
@@ -416,21 +205,35 @@ def build_dataloader(
     drop_last: bool = True,
     hop: int = 160,
     pin_memory: bool | None = None,
-) -> DataLoader:
-    """The training ``DataLoader`` of :class:`Batch` es: a :class:`SpeakerBatchSampler`
-    (reachable as ``loader.batch_sampler``) over a :class:`WindowDataset`.
+    prefetch_factor: int | None = 2,
+    on_error: str = "skip",
+) -> WindowLoader:
+    """The training loader of :class:`Batch` es: a :class:`SpeakerBatchSampler` (reachable as
+    ``loader.batch_sampler``) over a :class:`WindowDataset`.
 
-    ``pin_memory=None`` pins when CUDA is available.
+    Args:
+        num_workers: reader processes (0: read in the training process).
+        pin_memory: page-locked batches for fast, asynchronous host-to-GPU copies; ``None``
+            pins when CUDA is available.
+        prefetch_factor: batches each worker reads ahead (ignored without workers).
+        on_error: windows that fail at read time are skipped and counted, or raise.
+        The others: see :class:`SpeakerBatchSampler` and :class:`WindowDataset`.
     """
+    if num_workers < 0:
+        raise ValueError(f"num_workers={num_workers}: must be >= 0")
+    if prefetch_factor is not None and prefetch_factor < 1:
+        raise ValueError(f"prefetch_factor={prefetch_factor}: must be >= 1 (batches per worker)")
     sampler = SpeakerBatchSampler(corpus, window=window, batch_size=batch_size, mode=mode,
                                   seed=seed, rank=rank, world_size=world_size,
                                   drop_last=drop_last, hop=hop)
-    dataset = WindowDataset(corpus, window=window, labels=labels, in_memory=in_memory, hop=hop)
+    dataset = WindowDataset(corpus, window=window, labels=labels, in_memory=in_memory, hop=hop,
+                            on_error=on_error)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     # The loader's own generator: creating an iterator must not draw from the global stream
     # that negatives and dropout use, or a resumed run would diverge from an uninterrupted one.
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows,
-                      num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, generator=generator)
+    return WindowLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows,
+                        num_workers=num_workers, pin_memory=pin_memory,
+                        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+                        persistent_workers=num_workers > 0, generator=generator)

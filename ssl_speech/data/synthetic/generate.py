@@ -30,27 +30,20 @@ real corpus gets, so every tool is exercised on it:
 
 Determinism: every random draw comes from a numpy ``Generator`` seeded from the spec's seed and
 a stream (lexicon, speakers, plan, or the utterance index), so the bytes do not depend on the
-number of workers. :func:`ensure_corpus` caches the corpus under ``~/.cache/ssl_speech``
-(``$SSL_SPEECH_CACHE`` or an argument override it); generation writes a hidden sibling
-directory and renames it when complete, under a lock file, so neither a killed generation nor
-two concurrent ones leave a half corpus that looks whole.
+number of workers. This module writes a corpus into a directory; putting it in place atomically
+and caching it is :mod:`ssl_speech.data.synthetic.cache`'s work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
-import shutil
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -73,13 +66,8 @@ __all__ = [
     "GENERATOR_VERSION",
     "PHONES",
     "SyntheticCorpusSpec",
-    "corpus_dirname",
-    "corpus_statistics",
-    "ensure_corpus",
-    "ensure_corpus_at",
-    "format_statistics",
-    "generate_corpus",
-    "is_complete",
+    "file_census",
+    "write_corpus",
 ]
 
 GENERATOR_VERSION = "2"
@@ -319,7 +307,7 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines))
 
 
-def _file_census(root: Path) -> tuple[int, int]:
+def file_census(root: Path) -> tuple[int, int]:
     """Count and total bytes of every file under ``root`` except ``corpus.json``."""
     count = size = 0
     for dirpath, _, files in os.walk(root):
@@ -331,9 +319,17 @@ def _file_census(root: Path) -> tuple[int, int]:
     return count, size
 
 
-def _write_corpus(root: Path, spec: SyntheticCorpusSpec, workers: int, progress: bool) -> None:
+def write_corpus(root: Path, spec: SyntheticCorpusSpec, workers: int | None = None,
+                 progress: bool = True) -> None:
+    """Write the corpus of ``spec`` into the existing, empty directory ``root``.
+
+    ``workers`` processes share the utterances (default: the usable CPUs); the bytes do not
+    depend on their number.
+    ``corpus.json`` is written last, with the census :func:`file_census` takes of the other files.
+    """
     start = time.perf_counter()
     plan = _plan(spec)
+    workers = workers or _default_workers(len(plan))
     results = _run_jobs([(spec, utt, str(root)) for utt in plan], workers, progress)
     by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
     items: dict[str, list[str]] = {s: [] for s in ABX_SPLITS}
@@ -353,7 +349,7 @@ def _write_corpus(root: Path, spec: SyntheticCorpusSpec, workers: int, progress:
     for split, lines in items.items():
         _write_lines(root / "abx" / f"{split}.item",
                      ["#file onset offset #phone prev-phone next-phone speaker", *sorted(lines)])
-    count, size = _file_census(root)
+    count, size = file_census(root)
     heldout = [_speaker_id(s) for s in _heldout(spec)]
     meta = {
         "generator_version": GENERATOR_VERSION,
@@ -375,204 +371,3 @@ def _write_corpus(root: Path, spec: SyntheticCorpusSpec, workers: int, progress:
         "generation_seconds": round(time.perf_counter() - start, 2),
     }
     (root / "corpus.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def generate_corpus(
-    root: str | Path,
-    spec: SyntheticCorpusSpec = SyntheticCorpusSpec(),
-    workers: int | None = None,
-    progress: bool = True,
-) -> Path:
-    """Generate the corpus at ``root`` (which must not exist yet) and return ``root``.
-
-    The files are written to a hidden sibling directory that is renamed to ``root`` once
-    complete. ``workers`` processes share the utterances (default: the usable CPUs); the
-    output does not depend on it. If another process completes ``root`` first, its corpus is
-    kept and returned.
-    """
-    root = Path(root).expanduser().absolute()
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root} exists and is not empty; remove it or call ensure_corpus_at() to reuse it"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    partial = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        partial.mkdir()
-        n_jobs = len(_plan(spec))
-        _write_corpus(partial, spec, workers or _default_workers(n_jobs), progress)
-        try:
-            os.replace(partial, root)  # atomic; only replaces a missing or empty directory
-        except OSError:
-            if not is_complete(root, spec):
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return root
-
-
-def is_complete(root: str | Path, spec: SyntheticCorpusSpec | None = None) -> bool:
-    """Whether ``root`` holds a whole corpus (of ``spec``, if given): its ``corpus.json``
-    exists and its file count and total size match the files on disk."""
-    root = Path(root)
-    try:
-        meta = json.loads((root / "corpus.json").read_text())
-        expected = (int(meta["num_files"]), int(meta["total_bytes"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if spec is not None and (
-        meta.get("generator_version") != GENERATOR_VERSION
-        or meta.get("spec") != dataclasses.asdict(spec)
-    ):
-        return False
-    return _file_census(root) == expected
-
-
-def corpus_dirname(spec: SyntheticCorpusSpec) -> str:
-    """Cache directory name: version, seed and size, plus a hash of any other non-default field.
-
-    ``SyntheticCorpusSpec()`` gives ``synthetic-v2-seed0-h1.0``.
-    """
-    name = f"synthetic-v{GENERATOR_VERSION}-seed{spec.seed}-h{float(spec.hours)}"
-    rest = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("seed", "hours")}
-    default = {k: v for k, v in dataclasses.asdict(SyntheticCorpusSpec()).items() if k in rest}
-    if rest != default:
-        name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
-    return name
-
-
-def _cache_dir(cache_dir: str | Path | None) -> Path:
-    if cache_dir is None:
-        cache_dir = os.environ.get("SSL_SPEECH_CACHE") or Path.home() / ".cache" / "ssl_speech"
-    return Path(cache_dir).expanduser().absolute()
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (POSIX); elsewhere rename-wins alone protects."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale(root: Path) -> None:
-    """Delete an incomplete ``root`` and the leftovers of generations killed mid-way."""
-    for partial in root.parent.glob(f".{root.name}.partial-*"):
-        pid = partial.name.rsplit("-", 2)[-2]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
-    if root.exists():
-        trash = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.replace(root, trash)  # out of sight first, so no reader sees it half deleted
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def ensure_corpus_at(
-    root: str | Path,
-    spec: SyntheticCorpusSpec = SyntheticCorpusSpec(),
-    workers: int | None = None,
-    progress: bool = True,
-) -> Path:
-    """Return ``root`` holding the corpus of ``spec``, generating it if missing or corrupt."""
-    root = Path(root).expanduser().absolute()
-    if is_complete(root, spec):
-        return root
-    with _locked(root.parent / f".{root.name}.lock"):
-        if is_complete(root, spec):  # another process finished it while we waited
-            return root
-        _remove_stale(root)
-        return generate_corpus(root, spec, workers=workers, progress=progress)
-
-
-def ensure_corpus(
-    spec: SyntheticCorpusSpec = SyntheticCorpusSpec(),
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> Path:
-    """The cached corpus of ``spec``: ``<cache>/<corpus_dirname(spec)>``, generated if needed.
-
-    The cache is ``cache_dir``, else ``$SSL_SPEECH_CACHE``, else ``~/.cache/ssl_speech``.
-    """
-    return ensure_corpus_at(_cache_dir(cache_dir) / corpus_dirname(spec), spec, workers, progress)
-
-
-def corpus_statistics(root: str | Path) -> dict:
-    """Figures of a generated corpus: ``corpus.json`` plus phone frequencies and item counts.
-
-    Returns a JSON-serialisable dict with ``durations_s`` and ``num_utterances`` per split,
-    speakers (``abx_speakers``: the ones that hold most of dev and of test), ``num_phones``,
-    ``phone_frames`` (frames per phone name, from the alignments),
-    ``silence_fraction`` and ``abx_items`` per split.
-    """
-    root = Path(root)
-    if not is_complete(root):
-        raise FileNotFoundError(f"{root} is not a complete synthetic corpus (corpus.json or "
-                                "files missing); regenerate it with ensure_corpus()")
-    meta = json.loads((root / "corpus.json").read_text())
-    counts: Counter = Counter()
-    with open(root / "alignments.txt") as handle:
-        for line in handle:
-            counts.update(int(x) for x in line.split()[1:])
-    total = sum(counts.values())
-    items = {}
-    for split in ABX_SPLITS:
-        with open(root / "abx" / f"{split}.item") as handle:
-            items[split] = sum(1 for line in handle if not line.startswith("#"))
-    return {
-        "root": str(root),
-        "generator_version": meta["generator_version"],
-        "seed": meta["seed"],
-        "sample_rate": meta["sample_rate"],
-        "num_speakers": meta["num_speakers"],
-        "heldout_speakers": meta["heldout_speakers"],
-        "abx_speakers": meta["abx_speakers"],
-        "num_utterances": meta["num_utterances"],
-        "durations_s": meta["durations_s"],
-        "num_phones": meta["num_phones"],
-        "phone_frames": {PHONES[i]: counts.get(i, 0) for i in range(len(PHONES))},
-        "silence_fraction": round(counts.get(SILENCE, 0) / max(total, 1), 4),
-        "abx_items": items,
-        "generation_seconds": meta["generation_seconds"],
-    }
-
-
-def format_statistics(stats: dict) -> str:
-    """A human-readable summary of :func:`corpus_statistics`: splits, speakers, phones."""
-    lines = [f"synthetic corpus v{stats['generator_version']} seed {stats['seed']} at "
-             f"{stats['root']}"]
-    for split, seconds in stats["durations_s"].items():
-        count = stats["num_utterances"][split]
-        lines.append(f"  {split:<22} {count:5d} utterances {seconds / 60:8.2f} min")
-    lines.append(f"  speakers: {stats['num_speakers']['train']} training, "
-                 f"{stats['num_speakers']['heldout']} held out "
-                 f"({', '.join(stats['heldout_speakers'])}); ABX speakers of "
-                 + "; ".join(f"{split} {', '.join(ids)}"
-                             for split, ids in stats["abx_speakers"].items()))
-    frames = stats["phone_frames"]
-    total = max(sum(frames.values()), 1)
-    ranked = sorted(frames.items(), key=lambda kv: -kv[1])
-    share = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in ranked)
-    lines.append(f"  phones: {stats['num_phones']} (silence {100 * stats['silence_fraction']:.1f}%"
-                 f" of frames); by frequency: {share}")
-    lines.append("  ABX items: " + ", ".join(f"{k} {v}" for k, v in stats["abx_items"].items()))
-    return "\n".join(lines)
