@@ -4,6 +4,10 @@
     python scripts/benchmark.py --objectives cpc acpc --heads transformer linear --device cuda \\
         --precision bf16 --batch-size 32 --compile
     python scripts/benchmark.py --case "wide=objective=cpc encoder.dim=512 context.dim=512"
+    python scripts/benchmark.py --preset cpc_audio --threads 2 --omp-wait-policy passive \\
+        --profile
+    python scripts/benchmark.py --case default= --device cuda --precision bf16 \\
+        --max-batch-size 4096
 
 Prints a Markdown table and writes one JSON line per result (steps, data pipeline, matmul
 probe) to ``--jsonl`` (default: stdout, after the table). Every case runs in its own process and
@@ -49,6 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sequences per step (default: the config's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step")
+    parser.add_argument("--max-batch-size", type=int, default=None,
+                        help="time each case at its largest batch that fits, doubling from "
+                             "--batch-size (or the config's) up to this bound (CUDA: until "
+                             "memory runs out); the batch found is reported")
+    parser.add_argument("--memory-headroom", type=float, default=0.45,
+                        help="batch search: stop doubling once a step's peak memory exceeds "
+                             "this fraction of the GPU's")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the step's phases (encoder, context, heads, scores, "
+                             "backward, optimizer); not with --compile")
     parser.add_argument("--retain-freed-memory", action="store_true",
                         help="keep freed memory in the process (glibc; CPU)")
     parser.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default=None,
@@ -89,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         steps_per_repeat=args.steps_per_repeat, retain_freed_memory=args.retain_freed_memory,
         omp_wait_policy=args.omp_wait_policy, data=not args.no_data,
         data_batches=args.data_batches, matmul_size=args.matmul_size,
-        overrides=tuple(args.override),
+        overrides=tuple(args.override), profile=args.profile,
+        max_batch_size=args.max_batch_size, memory_headroom=args.memory_headroom,
     )
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     rows = run_benchmark(chosen_cases(args), settings, log=log)

@@ -14,6 +14,13 @@ os.environ.setdefault("SSL_SPEECH_CACHE", str(Path(os.environ.get("TMPDIR", "/tm
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_configure(config) -> None:
+    # Also declared in pyproject.toml; registered here so the marker is known in any checkout.
+    config.addinivalue_line(
+        "markers", "cuda: runs on the device of $SSL_SPEECH_TEST_DEVICE (default cuda; skipped "
+        "without a GPU); select with -m cuda")
+
+
 TINY_SPEC = dict(seed=0, hours=0.03, num_speakers=6, num_heldout_speakers=2)
 
 

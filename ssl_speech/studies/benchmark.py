@@ -9,9 +9,15 @@ per case: milliseconds per step (median over repeats), sequences and audio secon
 peak memory (resident set size of the process on CPU, ``torch.cuda.max_memory_allocated`` on
 CUDA), the parameter count, the FLOPs of one step, and the fraction of the device's matrix
 product throughput the step achieves, that throughput measured by the benchmark itself in the
-run's precision. The data pipeline is timed alone: windows per second out of the configured
-loader (corpus, window, batch size, workers), to set against the windows per second the step
-consumes.
+run's precision. Every row records the CPU model (and the GPU, CUDA version and commit), and
+:func:`markdown_table` refuses rows from different machines, so figures of two machines are
+never read as one run. With ``profile`` each case also reports the step's time per phase
+(encoder, context, heads, scores, backward, optimizer; :mod:`ssl_speech.studies.step_phases`).
+With ``max_batch_size`` each case first finds the largest batch that fits (doubling from the
+config's, on CUDA until the device runs out of memory) and is timed at it.
+
+The data pipeline is timed alone: windows per second out of the configured loader (corpus,
+window, batch size, workers), to set against the windows per second the step consumes.
 
 Measuring on a shared machine: every case runs in its own process (its own memory high-water
 mark, allocator and compile state), built and warmed up once; then the repeats are interleaved
@@ -31,11 +37,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import datetime
+import gc
 import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +94,12 @@ class BenchmarkSettings:
         data_batches: batches the data pipeline delivers per repeat.
         matmul_size: side of the square matrices of the throughput probe.
         overrides: Hydra overrides applied to every case (before the case's own).
+        profile: also time every phase of the step (``step_phases``); not with ``compile``.
+        max_batch_size: search each case's largest batch that fits, doubling from
+            ``batch_size`` (or the config's) up to this bound; ``None``: no search.
+        memory_headroom: during the search on CUDA, stop doubling once a step's peak memory
+            exceeds this fraction of the device's memory (the next doubling would not fit,
+            and a compiled step or a fragmented allocator needs some room).
     """
 
     device: str = "cpu"
@@ -101,6 +116,9 @@ class BenchmarkSettings:
     data_batches: int = 50
     matmul_size: int = 2048
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    profile: bool = False
+    max_batch_size: int | None = None
+    memory_headroom: float = 0.45
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -112,7 +130,7 @@ class BenchmarkSettings:
             minimum = 0 if name == "warmup" else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
-        for name in ("batch_size", "threads"):
+        for name in ("batch_size", "threads", "max_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
@@ -120,6 +138,11 @@ class BenchmarkSettings:
             raise ValueError(f"omp_wait_policy={self.omp_wait_policy!r}: expected one of "
                              f"{OMP_WAIT_POLICIES} or None")
         self.overrides = tuple(self.overrides)
+        if self.profile and self.compile:
+            raise ValueError("profile needs the uncompiled step (its phases are read off "
+                             "module hooks, which a compiled graph does not call); drop one")
+        if not 0.0 < self.memory_headroom <= 1.0:
+            raise ValueError(f"memory_headroom must be in (0, 1], got {self.memory_headroom}")
 
 
 def cases_for(objectives: list[str], heads: list[str], encoders: list[str],
@@ -228,10 +251,13 @@ def _synchronize(device: torch.device) -> None:
 
 
 def matmul_throughput(device: torch.device | str, precision: str = "32", size: int = 2048,
-                      repeats: int = 3, min_seconds: float = 0.2) -> float:
+                      repeats: int = 3, min_seconds: float = 0.2, clock=time.perf_counter,
+                      ) -> float:
     """Measured FLOP/s of ``size × size`` matrix products in ``precision``: the device's
     attainable rate for dense work. Each of ``repeats`` measurements runs back-to-back products
-    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts."""
+    for at least ``min_seconds`` (one product on a CPU, many on a GPU); the best one counts.
+    ``clock=time.process_time`` gives FLOPs per CPU second of the process's threads instead
+    (CPU only), the rate to set a profile's CPU seconds against."""
     device = torch.device(device)
     dtype = _DTYPES[str(precision)]
     a = torch.randn(size, size, device=device).to(dtype)
@@ -240,13 +266,13 @@ def matmul_throughput(device: torch.device | str, precision: str = "32", size: i
     best = 0.0
     for _ in range(repeats):
         _synchronize(device)
-        start, count = time.perf_counter(), 0
+        start, count = clock(), 0
         while True:
             torch.mm(a, b)
             count += 1
             if count & (count - 1) == 0:  # check the clock at powers of two: few syncs
                 _synchronize(device)
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if elapsed >= min_seconds:
                     break
         best = max(best, 2.0 * size**3 * count / elapsed)
@@ -448,6 +474,81 @@ class _DataRunner:
         return windows / (time.perf_counter() - start)
 
 
+# ------------------------------------------------------------------------ batch search
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        marker in text for marker in ("out of memory", "ALLOC_FAILED", "NOT_ENOUGH_WORKSPACE"))
+
+
+def _peak_at_batch(spec: _CaseSpec, batch_size: int) -> int | None:
+    """Peak memory of two uncompiled steps of the case at ``batch_size``; ``None`` if the
+    device runs out of memory."""
+    settings = dataclasses.replace(spec.settings, batch_size=batch_size, compile=False,
+                                   profile=False, max_batch_size=None)
+    device = torch.device(settings.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runner = None
+    try:
+        runner = _StepRunner(dataclasses.replace(spec, settings=settings))
+        runner.step()
+        runner.step()  # the optimizer's state exists from the first step on
+        _synchronize(runner.device)
+        return peak_memory_bytes(device)
+    except RuntimeError as error:
+        if not _is_out_of_memory(error):
+            raise
+        return None
+    finally:
+        del runner
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def largest_batch(spec: _CaseSpec) -> tuple[int, list[dict[str, Any]]]:
+    """The largest batch of the case that fits, and every size tried with its peak memory.
+
+    Doubles from ``settings.batch_size`` (or the config's) up to ``settings.max_batch_size``;
+    on CUDA it stops at the first size that runs out of memory or whose peak exceeds
+    ``memory_headroom`` of the device. On a CPU nothing runs out gracefully, so only the bound
+    stops it: keep the bound small there.
+    """
+    settings = spec.settings
+    if settings.max_batch_size is None:
+        raise ValueError("largest_batch needs settings.max_batch_size")
+    device = torch.device(settings.device)
+    total = (torch.cuda.get_device_properties(device).total_memory
+             if device.type == "cuda" else None)
+    start = settings.batch_size or int(
+        compose_case(spec.overrides, settings, spec.run_dir).data.batch_size)
+    batch, best, tried = min(start, settings.max_batch_size), None, []
+    while True:
+        peak = _peak_at_batch(spec, batch)
+        tried.append({"batch_size": batch,
+                      "peak_memory_mb": None if peak is None else peak / 2**20})
+        if peak is None:
+            break
+        best = batch
+        if batch >= settings.max_batch_size or (
+                total is not None and peak > settings.memory_headroom * total):
+            break
+        batch = min(2 * batch, settings.max_batch_size)
+    if best is None:
+        raise RuntimeError(f"case {spec.name!r}: batch {batch} already runs out of memory on "
+                           f"{settings.device}; give a smaller --batch-size to start from")
+    return best, tried
+
+
+def _autocast(settings: BenchmarkSettings) -> contextlib.AbstractContextManager:
+    if settings.precision == "32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(settings.device).type, dtype=_DTYPES[settings.precision])
+
+
 def _worker(conn, spec: _CaseSpec, kind: str) -> None:
     """A case's process: build, warm up, then answer timing requests until told to finish."""
     try:
@@ -456,6 +557,7 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
             torch.set_num_threads(settings.threads)
         if settings.retain_freed_memory and not settings.device.startswith("cuda"):
             retain_freed_memory()
+        clock = None
         if kind == "data":
             runner = _DataRunner(spec)
             runner.windows_per_second()  # warm-up: first reads, worker start-up
@@ -463,7 +565,18 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
             while (message := conn.recv())[0] == "time":
                 conn.send(("time", runner.windows_per_second()))
         else:
+            tried = None
+            if settings.max_batch_size is not None:
+                found, tried = largest_batch(spec)
+                settings = dataclasses.replace(settings, batch_size=found, max_batch_size=None)
+                spec = dataclasses.replace(spec, settings=settings)
             runner = _StepRunner(spec)
+            clock = None
+            if settings.profile:
+                from ssl_speech.studies.step_phases import PhaseClock, phase_flops
+
+                flops = phase_flops(runner.trainer.module, runner.batch.to(runner.device),
+                                    _autocast(settings), runner.flops, _extra_flop_formulas())
             start = time.perf_counter()
             for _ in range(settings.warmup):
                 runner.step()
@@ -471,13 +584,26 @@ def _worker(conn, spec: _CaseSpec, kind: str) -> None:
             info = runner.describe()
             info["warmup_s"] = time.perf_counter() - start
             info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")  # as this process saw it
+            if tried is not None:
+                info["batch_search"] = tried
+            if settings.profile:
+                info["phase_flops"] = flops
+                clock = PhaseClock(runner.trainer.module, runner.trainer.optimizer,
+                                   runner.device)
             if runner.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(runner.device)
             conn.send(("ready", info))
             while (message := conn.recv())[0] == "time":
-                conn.send(("time", runner.time_steps(message[1])))
-        peak = peak_memory_bytes(torch.device(settings.device))
-        conn.send(("done", {"peak_memory_bytes": peak}))
+                if clock is None:
+                    conn.send(("time", runner.time_steps(message[1])))
+                else:
+                    seconds = [clock.time_step(runner.step) for _ in range(message[1])]
+                    conn.send(("time", sum(seconds) / len(seconds)))
+        done = {"peak_memory_bytes": peak_memory_bytes(torch.device(settings.device))}
+        if clock is not None:
+            done["phase_s"] = clock.mean_seconds()
+            done["phase_cpu_s"] = clock.mean_cpu_seconds()
+        conn.send(("done", done))
     except Exception:  # the parent reports it with the case's name
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -513,21 +639,45 @@ class _Worker:
 
 # ------------------------------------------------------------------------ the run
 def machine_info(device: str, threads: int | None) -> dict[str, Any]:
-    """Date, versions and hardware, recorded with every result."""
+    """Date, versions, commit and hardware, recorded with every result.
+
+    ``machine`` is what the step ran on (the GPU's name on CUDA, else the CPU model);
+    ``cpu_model`` is always recorded, as the host's CPU also shapes a GPU step's time.
+    """
+    cpu = _cpu_name()
     info = {
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,
         "python": platform.python_version(),
+        "commit": _git_commit(),
         "device": device,
         "threads": threads if threads is not None else torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "machine": _cpu_name(),
+        "cpu_model": cpu,
+        "machine": cpu,
+        "gpu": None,
         # Other processes' load skews every absolute figure on a shared machine.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["machine"] = torch.cuda.get_device_name(torch.device(device))
+        info["gpu"] = info["machine"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``None`` outside one."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _cpu_name() -> str:
@@ -564,6 +714,7 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
     infos: dict[str, dict[str, Any]] = {}
     times: dict[str, list[float]] = {}
     matmul: list[float] = []
+    matmul_cpu: list[float] = []  # per CPU second, for profiles on a CPU
     data_rates: list[float] = []
     data_info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ssl_speech_benchmark_") as run_dir:
@@ -587,6 +738,10 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
             for round_index in range(settings.repeats):
                 matmul.append(matmul_throughput(settings.device, settings.precision,
                                                 settings.matmul_size))
+                if settings.profile and not settings.device.startswith("cuda"):
+                    matmul_cpu.append(matmul_throughput(
+                        settings.device, settings.precision, settings.matmul_size,
+                        clock=time.process_time))
                 for worker in workers:
                     if worker is data_worker:
                         data_rates.append(worker.request("time", None))
@@ -604,12 +759,14 @@ def run_benchmark(cases: dict[str, tuple[str, ...]], settings: BenchmarkSettings
         finally:
             for worker in workers:
                 worker.close()
-    return _results(infos, times, matmul, data_info, data_rates, settings)
+    return _results(infos, times, matmul, data_info, data_rates, settings, matmul_cpu)
 
 
-def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict[str, Any]]:
+def _results(infos, times, matmul, data_info, data_rates, settings,
+             matmul_cpu=()) -> list[dict[str, Any]]:
     machine = machine_info(settings.device, settings.threads)
     peak = statistics.median(matmul)
+    cpu_peak = statistics.median(matmul_cpu) if matmul_cpu else None
     common = {"precision": settings.precision, "compile": settings.compile,
               "retain_freed_memory": settings.retain_freed_memory,
               "omp_wait_policy": settings.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY"),
@@ -632,6 +789,7 @@ def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict
             "achieved_flops": flops / step_s,
             "matmul_flops": peak,
             "fraction_of_matmul": flops / step_s / peak,
+            **_phase_figures(info, peak, cpu_peak),
         })
     if data_rates:
         rate = statistics.median(data_rates)
@@ -643,12 +801,55 @@ def _results(infos, times, matmul, data_info, data_rates, settings) -> list[dict
                      "headroom": rate / consumed})
     rows.append({"kind": "matmul", "case": "matmul probe", **common,
                  "matmul_flops": peak, "matmul_flops_max": max(matmul),
+                 "matmul_flops_per_cpu_s": cpu_peak,
                  "matmul_size": settings.matmul_size, "repeats": len(matmul)})
     return rows
 
 
+def _phase_figures(info: dict[str, Any], matmul_flops: float,
+                   matmul_flops_per_cpu_s: float | None = None) -> dict[str, Any]:
+    """Per-phase milliseconds, share of the profiled step and fraction of the matmul rate, in
+    wall time and (CPU, with the probe's rate per CPU second) in CPU time."""
+    seconds = info.pop("phase_s", None)
+    cpu_seconds = info.pop("phase_cpu_s", None)
+    if seconds is None:
+        return {}
+    flops = info.get("phase_flops", {})
+
+    def fractions(spent: dict[str, float], rate: float) -> dict[str, float]:
+        return {name: flops.get(name, 0) / value / rate if value > 0 else 0.0
+                for name, value in spent.items()}
+
+    total = sum(seconds.values())
+    out = {
+        "phase_ms": {name: 1e3 * value for name, value in seconds.items()},
+        "phase_share": {name: value / total for name, value in seconds.items()},
+        "phase_fraction_of_matmul": fractions(seconds, matmul_flops),
+        "profiled_ms_per_step": 1e3 * total,
+    }
+    if cpu_seconds is not None and matmul_flops_per_cpu_s:
+        cpu_total = sum(cpu_seconds.values())
+        out.update({
+            "phase_cpu_ms": {name: 1e3 * value for name, value in cpu_seconds.items()},
+            "phase_cpu_fraction_of_matmul": fractions(cpu_seconds, matmul_flops_per_cpu_s),
+            "cpu_ms_per_step": 1e3 * cpu_total,
+            "cpu_fraction_of_matmul": info["flops_per_step"] / cpu_total / matmul_flops_per_cpu_s,
+        })
+    return out
+
+
+def _one_machine(rows: list[dict[str, Any]]) -> None:
+    machines = {(r.get("machine"), r.get("cpu_model"), r.get("device")) for r in rows}
+    if len(machines) > 1:
+        raise ValueError(
+            f"rows from {len(machines)} machines ({sorted(map(str, machines))}): a table "
+            "compares cases of one run on one machine; tabulate each machine's rows apart")
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table (steps), followed by the data pipeline and the probe."""
+    """The results as a Markdown table (steps), followed by the data pipeline and the probe
+    and, for profiled runs, a table of each case's phases. Rows must come from one machine."""
+    _one_machine(rows)
     header = ("| case | objective | head | device | precision | batch | ms/step | seq/s "
               "| audio s/s | peak MB | params M | GFLOP/step | % of matmul |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -671,12 +872,47 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             lines.append("")
             load = r.get("load_average_1min")
             lines.append(f"Matmul probe ({r['matmul_size']}², precision {r['precision']}): "
-                         f"{r['matmul_flops'] / 1e9:.0f} GFLOP/s median. {r['date']}, torch "
-                         f"{r['torch']}, {r['threads']} threads, {r['machine']} "
+                         f"{r['matmul_flops'] / 1e9:.0f} GFLOP/s median. {r['date']}"
+                         + (f", commit {_short(r['commit'])}" if r.get("commit") else "")
+                         + f", torch {r['torch']}"
+                         + (f" (CUDA {r['cuda']})" if r.get("gpu") and r.get("cuda") else "")
+                         + f", {r['threads']} threads, {r['machine']} "
                          f"({r['device']}, {r['cpu_count']} CPUs"
+                         + (f" {r['cpu_model']}" if r.get("gpu") else "")
                          + (f", load average {load:.1f}" if load is not None else "")
                          + (f", OMP_WAIT_POLICY {r['omp_wait_policy'].lower()}"
                             if r.get("omp_wait_policy") else "")
                          + (", freed memory retained" if r.get("retain_freed_memory") else "")
                          + ").")
+    lines += _phase_table(rows)
     return "\n".join(lines)
+
+
+def _short(commit: str) -> str:
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def _phase_table(rows: list[dict[str, Any]]) -> list[str]:
+    profiled = [r for r in rows if r["kind"] == "step" and "phase_ms" in r]
+    if not profiled:
+        return []
+    with_cpu = all("phase_cpu_ms" in r for r in profiled)
+    header = "| case | phase | ms | % of profiled step | % of matmul |"
+    if with_cpu:
+        header += " CPU ms | % of CPU time | % of matmul per CPU s |"
+    lines = ["", header, "|" + "---|" * (header.count("|") - 1)]
+    for r in profiled:
+        cpu_total = sum(r["phase_cpu_ms"].values()) if with_cpu else 0.0
+        for name, ms in r["phase_ms"].items():
+            line = (f"| {r['case']} | {name} | {ms:.1f} | {100 * r['phase_share'][name]:.0f} "
+                    f"| {100 * r['phase_fraction_of_matmul'][name]:.0f} |")
+            if with_cpu:
+                cpu = r["phase_cpu_ms"][name]
+                line += (f" {cpu:.1f} | {100 * cpu / cpu_total:.0f} "
+                         f"| {100 * r['phase_cpu_fraction_of_matmul'][name]:.0f} |")
+            lines.append(line)
+        if with_cpu:
+            lines.append(f"| {r['case']} | whole step | {r['profiled_ms_per_step']:.1f} | 100 "
+                         f"| {100 * r['fraction_of_matmul']:.0f} | {cpu_total:.1f} | 100 "
+                         f"| {100 * r['cpu_fraction_of_matmul']:.0f} |")
+    return lines

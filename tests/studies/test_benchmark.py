@@ -22,11 +22,15 @@ from ssl_speech.objectives.cpc import CPC
 from ssl_speech.studies.benchmark import (
     PRESETS,
     BenchmarkSettings,
+    _extra_flop_formulas,
+    _is_out_of_memory,
     cases_for,
     count_step_flops,
+    machine_info,
     markdown_table,
     worker_environment,
 )
+from ssl_speech.studies.step_phases import PHASES, PhaseClock, phase_flops
 from ssl_speech.train.trainer import TrainModule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,3 +174,92 @@ def test_script_runs_and_writes_table_and_json_lines(tiny_corpus, tmp_path) -> N
     table = markdown.read_text()
     assert table.startswith("| case | objective |") and "| cpc-linear-cpc-lstm | CPC |" in table
     assert table in done.stdout
+
+
+def test_profile_and_batch_search_settings() -> None:
+    with pytest.raises(ValueError, match="profile needs the uncompiled step"):
+        BenchmarkSettings(profile=True, compile=True)
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
+        BenchmarkSettings(max_batch_size=0)
+    with pytest.raises(ValueError, match="memory_headroom must be in"):
+        BenchmarkSettings(memory_headroom=1.5)
+    assert _is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert _is_out_of_memory(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling ..."))
+    assert not _is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def tiny_cpc_module(B: int, S: int, D: int, H: int, K: int, N: int):
+    torch.manual_seed(0)
+    model = SSLModel(CPCEncoder(dim=D), LSTMContext(D, dim=H))
+    objective = CPC(dim=D, context_dim=H, num_steps=K, num_negatives=N, head="linear")
+    batch = Batch(wav=torch.randn(B, 1, S), speaker=torch.zeros(B, dtype=torch.long))
+    return TrainModule(model, objective), batch
+
+
+def test_phase_flops_split_the_step_count() -> None:
+    B, S, D, H, K, N = 3, 3200, 16, 24, 4, 10
+    module, batch = tiny_cpc_module(B, S, D, H, K, N)
+    step = count_step_flops(module, batch)
+    phases = phase_flops(module, batch, step_flops=step, formulas=_extra_flop_formulas())
+    assert list(phases) == ["encoder", "context", "heads", "scores", "backward", "optimizer",
+                            "other"]
+    T, A = S // 160, S // 160 - K
+    assert phases["context"] == 2 * B * T * 4 * H * (D + H)
+    assert phases["heads"] == 2 * B * A * H * K * D
+    assert phases["scores"] == 2 * B * A * K * (K + N) * D
+    assert sum(phases.values()) == step == cpc_step_flops(B, S, D, H, K, N)
+
+
+def test_phase_clock_accounts_for_the_whole_step() -> None:
+    module, batch = tiny_cpc_module(2, 3200, 16, 16, 4, 8)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss, _ = module(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    clock = PhaseClock(module, optimizer, torch.device("cpu"))
+    totals = [clock.time_step(step) for _ in range(2)]
+    phases = clock.mean_seconds()
+    assert list(phases) == list(PHASES) and clock.steps == 2
+    for name in ("encoder", "context", "heads", "scores", "backward", "optimizer"):
+        assert phases[name] > 0, name
+    assert phases["other"] >= -1e-6
+    assert sum(phases.values()) == pytest.approx(sum(totals) / 2, rel=1e-6)
+    cpu = clock.mean_cpu_seconds()  # the process's threads, in CPU seconds
+    assert list(cpu) == list(PHASES) and sum(cpu.values()) > 0
+    clock.detach()
+    step()  # no hook left: nothing more is counted
+    assert clock.mean_seconds() == phases
+
+
+def step_row(**changes):
+    row = {"kind": "step", "case": "a", "objective": "CPC", "head": "linear", "batch_size": 8,
+           "ms_per_step": 100.0, "sequences_per_s": 80.0, "audio_s_per_s": 102.4,
+           "peak_memory_mb": 900.0, "parameters": 2_630_000, "flops_per_step": 4e9,
+           "fraction_of_matmul": 0.5, "precision": "32", "compile": False, "device": "cpu",
+           "machine": "cpu model", "cpu_model": "cpu model"}
+    return {**row, **changes}
+
+
+def test_markdown_refuses_rows_of_two_machines_and_shows_phases() -> None:
+    with pytest.raises(ValueError, match="rows from 2 machines"):
+        markdown_table([step_row(), step_row(case="b", machine="other", cpu_model="other")])
+    phases = {"phase_ms": {"encoder": 20.0, "backward": 80.0},
+              "phase_share": {"encoder": 0.2, "backward": 0.8},
+              "phase_fraction_of_matmul": {"encoder": 0.9, "backward": 0.7}}
+    lines = markdown_table([step_row(**phases)]).splitlines()
+    assert lines[-3:] == ["|---|---|---|---|---|", "| a | encoder | 20.0 | 20 | 90 |",
+                          "| a | backward | 80.0 | 80 | 70 |"]
+
+
+def test_machine_info_names_the_cpu_and_the_commit() -> None:
+    info = machine_info("cpu", 2)
+    assert info["cpu_model"] and info["machine"] == info["cpu_model"] and info["gpu"] is None
+    assert info["threads"] == 2 and info["torch"] == torch.__version__
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    if commit:  # in a checkout
+        assert info["commit"].split("+")[0] == commit
