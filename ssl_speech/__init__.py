@@ -46,6 +46,13 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ssl_speech' has no attribute {name!r}")
+    if name == "train":
+        # ``ssl_speech.train`` is also the name of the training subpackage, which the import
+        # system binds here once any of its modules is imported. A callable subpackage is the
+        # function's stand-in; until then the function itself is returned.
+        package = importlib.import_module("ssl_speech.train")
+        if callable(package):
+            return package
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
