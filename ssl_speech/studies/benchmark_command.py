@@ -20,14 +20,13 @@ import argparse
 import json
 import sys
 
-from ssl_speech.studies.benchmark import (
+from ssl_speech.studies.benchmark import markdown_table, run_benchmark
+from ssl_speech.studies.benchmark_settings import (
     OMP_WAIT_POLICIES,
     PRECISIONS,
     PRESETS,
     BenchmarkSettings,
     cases_for,
-    markdown_table,
-    run_benchmark,
 )
 
 
