@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,9 @@ class ScaleSizes:
         probe_utterances: utterances of the embedded corpus in the 1x store (``None``: all).
         probe_scales: replication factors of the feature store.
         probe_epochs: epoch limit of the probe (the held-out rule may stop it earlier).
+        probe_release_every: ``None`` measures the library's frame store as it is; ``N``
+            also hands the mapped pages back every ``N`` minibatches (:class:`_ReleasingStore`),
+            to show what bounds the file-backed part of the resident memory.
         abx_items: item counts to time ABX at.
         threads: torch threads of the probe and ABX processes (1: on a loaded 2-core machine,
             OpenMP's waits make two threads slower than one).
@@ -75,7 +79,8 @@ class ScaleSizes:
     probe_utterances: int | None = None
     probe_scales: tuple[int, ...] = (1, 4, 16)
     probe_epochs: int = 2
-    abx_items: tuple[int, ...] = (500, 1000, 2000, 4000)
+    probe_release_every: int | None = None
+    abx_items: tuple[int, ...] = (500, 1000, 2000, 4000, 8000)
     threads: int = 1
     scan_repeats: int = 3
 
@@ -88,6 +93,9 @@ class ScaleSizes:
                 raise ValueError(f"{name} must be positive counts, got {getattr(self, name)}")
         if self.probe_utterances is not None and self.probe_utterances < 2:
             raise ValueError(f"probe_utterances must be >= 2, got {self.probe_utterances}")
+        if self.probe_release_every is not None and self.probe_release_every < 1:
+            raise ValueError(f"probe_release_every must be >= 1 minibatches or None, got "
+                             f"{self.probe_release_every}")
         if self.step_ms is not None and not self.step_ms > 0:
             raise ValueError(f"step_ms must be > 0 ms, got {self.step_ms}")
 
@@ -226,14 +234,39 @@ def _replicas(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
 
 
 # ------------------------------------------------------------------ the measured jobs
-def _probe_job(store: str, epochs: int, threads: int) -> dict[str, Any]:
+def _releasing_store(path: str, every: int):
+    """A frame store that drops its mapped pages from this process every ``every`` gathers.
+
+    Pages of a memory map that were read stay resident (counted in RSS as file-backed
+    memory) until the kernel needs them back; ``madvise(MADV_DONTNEED)`` unmaps them from the
+    process now (the page cache keeps them, so nothing is read twice while memory allows).
+    """
+    import mmap
+
+    from ssl_speech.eval.frame_store import FrameStore
+
+    class _ReleasingStore(FrameStore):
+        calls = 0
+
+        def rows(self, index: np.ndarray) -> np.ndarray:
+            out = super().rows(index)
+            self.calls += 1
+            if self.calls % every == 0:
+                self.frames._mmap.madvise(mmap.MADV_DONTNEED)
+            return out
+
+    return _ReleasingStore(path)
+
+
+def _probe_job(store: str, epochs: int, threads: int,
+               release_every: int | None = None) -> dict[str, Any]:
     import torch
 
     from ssl_speech.eval.frame_store import FrameStore
     from ssl_speech.eval.probe_training import IGNORE_INDEX, Stopping, fit_table
 
     torch.set_num_threads(threads)
-    table = FrameStore(store)
+    table = FrameStore(store) if release_every is None else _releasing_store(store, release_every)
     held = np.zeros(len(table), dtype=bool)
     for k, (start, stop) in enumerate(table.utterances.values()):
         held[start:stop] = k % 10 == 0  # every tenth utterance is the held-out part
@@ -306,8 +339,27 @@ def _extrapolate(per_file_s: float) -> dict[str, float]:
     return {f"{name}_s": per_file_s * files for name, files, _ in TARGETS}
 
 
+SCANS = ("first_cold", "first_warm", "cached")
+
+
+def evict_from_page_cache(files: list[Path]) -> None:
+    """Ask the kernel to drop these files' pages from the page cache, so that the next read
+    comes from the disk, as on a first scan of a corpus (no privileges needed: written back
+    first, since dirty pages stay; a virtual disk may still be cached by its host)."""
+
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def scan_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> Path:
-    """Build the tree and scan it twice (empty cache, then the cache the first scan wrote)."""
+    """Build the tree and scan it: with an empty cache, its files first evicted from the page
+    cache (``first_cold``) and then in it (``first_warm``), then with the cache that scan
+    wrote (``cached``); the median of ``scan_repeats`` rounds."""
     from ssl_speech.data.corpus import scan_directory
 
     tree, cache = out / "LibriSpeech" / "train-shaped", out / "manifest_cache"
@@ -316,10 +368,12 @@ def scan_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> Pat
     begin = time.perf_counter()
     files = build_tree(source, tree, sizes.scan_files)
     build_s = time.perf_counter() - begin
-    seconds: dict[str, list[float]] = {"first": [], "cached": []}
+    seconds: dict[str, list[float]] = {run: [] for run in SCANS}
     for _ in range(sizes.scan_repeats):
-        shutil.rmtree(cache, ignore_errors=True)  # the first scan of each repeat finds none
-        for run in ("first", "cached"):
+        evict_from_page_cache(files)
+        for run in SCANS:
+            if run != "cached":
+                shutil.rmtree(cache, ignore_errors=True)  # a first scan finds no cache
             begin = time.perf_counter()
             corpus = scan_directory(tree, cache=cache)
             seconds[run].append(time.perf_counter() - begin)
@@ -331,8 +385,9 @@ def scan_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> Pat
                  "tree_mb": sum(f.stat().st_size for f in files) / 2**20,
                  "build_s": build_s, "seconds": spent, "files_per_s": len(files) / spent,
                  **_extrapolate(spent / len(files))})
-    rec.add({"stage": "scan", "scan": "speedup", "files": len(files),
-             "speedup": median["first"] / median["cached"]})
+    for run in ("first_cold", "first_warm"):
+        rec.add({"stage": "scan", "scan": f"speedup over {run}", "files": len(files),
+                 "speedup": median[run] / median["cached"]})
     return tree
 
 
@@ -398,11 +453,13 @@ def probe_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> No
         write_s = time.perf_counter() - begin
         frames = len(table)
         del table
-        result, peak = run_measured(_probe_job, str(store), sizes.probe_epochs, sizes.threads)
+        result, peak = run_measured(_probe_job, str(store), sizes.probe_epochs, sizes.threads,
+                                    sizes.probe_release_every)
         store_mb = sum(p.stat().st_size for p in store.iterdir()) / 2**20
         shutil.rmtree(store)
         base_peak = base_peak or peak
-        row = {"stage": "probe", "scale": scale, "utterances": len(ids) * scale,
+        row = {"stage": "probe", "release_every": sizes.probe_release_every, "scale": scale,
+               "utterances": len(ids) * scale,
                "frames": frames, "dim": FEATURE_DIM, "dtype": "float16", "store_mb": store_mb,
                "write_s": write_s, **result, "peak_rss_mb": peak / 2**20,
                "rss_vs_first": peak / base_peak}
@@ -484,7 +541,7 @@ COLUMNS = {
     "step": ("step_ms", "step_source", "step_windows_per_s", "batch_size", "threads"),
     "pipeline": ("workers", "windows", "windows_per_s", "step_windows_per_s", "ratio", "held",
                  "train-clean-100_loader_epoch_s", "960h_loader_epoch_s"),
-    "probe": ("scale", "utterances", "frames", "store_mb", "epochs_run", "fit_s",
+    "probe": ("release_every", "scale", "utterances", "frames", "store_mb", "epochs_run", "fit_s",
               "frames_per_s", "peak_rss_mb", "rss_vs_first", "peak_anon_mb", "peak_file_mb",
               "validation_accuracy",
               "train-clean-100_epoch_s"),
@@ -566,13 +623,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--probe-utterances", type=int)
     parser.add_argument("--probe-scales", type=int, nargs="+")
     parser.add_argument("--probe-epochs", type=int)
+    parser.add_argument("--probe-release-every", type=int, help="also drop the store's mapped "
+                        "pages every N minibatches (what bounds the file-backed memory)")
     parser.add_argument("--abx-items", type=int, nargs="+")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else ScaleSizes()
-    given = {name: getattr(args, name) for name in
-             ("scan_files", "pipeline_batches", "step_ms", "probe_utterances", "probe_scales",
-              "probe_epochs", "abx_items", "threads") if getattr(args, name) is not None}
+    knobs = ("scan_files", "pipeline_batches", "step_ms", "probe_utterances", "probe_scales",
+             "probe_epochs", "probe_release_every", "abx_items", "threads")
+    given = {name: getattr(args, name) for name in knobs if getattr(args, name) is not None}
     for name in ("probe_scales", "abx_items"):
         if name in given:
             given[name] = tuple(given[name])
