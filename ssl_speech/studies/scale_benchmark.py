@@ -491,24 +491,29 @@ def abx_items(source: Path) -> list:
 def abx_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> None:
     """ABX time and peak memory against the number of items."""
     items = abx_items(source)
-    if max(sizes.abx_items) > len(items):
-        raise ValueError(f"abx_items {max(sizes.abx_items)} exceeds the {len(items)} items of "
-                         f"{source / 'abx'}")
-    needed = sorted({it.file for it in items[: max(sizes.abx_items)]})
+    originals = len(items)
+    # Beyond the corpus's items: copies under new speaker ids ("<speaker>~k", utterances
+    # "<utt>~k" with the same features), as a larger item file has more speakers.
+    copies = -(-max(sizes.abx_items) // originals)
+    items = items + [it._replace(file=f"{it.file}~{k}", speaker=f"{it.speaker}~{k}")
+                     for k in range(1, copies) for it in items]
     feature_dir = out / "abx_features"
     shutil.rmtree(feature_dir, ignore_errors=True)
     feature_dir.mkdir(parents=True)
+    needed = sorted({it.file.split("~")[0] for it in items[: max(sizes.abx_items)]})
     for utt, feats in corpus_features(source, needed).items():
         np.save(feature_dir / f"{utt}.npy", feats)
-    items_per_hour = _items_per_hour(source, items)
+        for k in range(1, copies):
+            os.link(feature_dir / f"{utt}.npy", feature_dir / f"{utt}~{k}.npy")
+    items_per_hour = _items_per_hour(source, items[:originals])
     for count in sizes.abx_items:
         item_file = out / f"abx_{count}.item"
         item_file.write_text("#file onset offset #phone prev-phone next-phone speaker\n" + "".join(
             f"{it.file} {it.onset} {it.offset} {it.phone} {it.prev} {it.next} {it.speaker}\n"
             for it in items[:count]))
         result, peak = run_measured(_abx_job, str(feature_dir), str(item_file), sizes.threads)
-        rec.add({"stage": "abx", "items": count, **result, "peak_rss_mb": peak / 2**20,
-                 "items_per_hour": items_per_hour})
+        rec.add({"stage": "abx", "items": count, "copied_speakers": count > originals,
+                 **result, "peak_rss_mb": peak / 2**20, "items_per_hour": items_per_hour})
     rows = [r for r in rec.rows if r["stage"] == "abx"]
     if len(rows) >= 2:
         x = np.log([r["items"] for r in rows])
@@ -546,9 +551,8 @@ COLUMNS = {
               "validation_accuracy",
               "train-clean-100_epoch_s"),
     "probe_flat": ("frames_growth", "rss_growth", "target", "held"),
-    "abx": ("items", "tokens", "groups_within", "groups_across", "abx_s", "peak_rss_mb",
-            "peak_anon_mb",
-            "within", "across"),
+    "abx": ("items", "copied_speakers", "tokens", "groups_within", "groups_across", "abx_s",
+            "peak_rss_mb", "peak_anon_mb", "within", "across"),
     "abx_growth": ("time_exponent", "mb_per_1000_items", "dev_clean_items_estimate",
                    "dev_clean_s_estimate", "dev_clean_peak_mb_estimate"),
 }
