@@ -6,24 +6,27 @@ disk under ``out``, a LibriSpeech-shaped tree and feature stores of a size the m
 measures each stage at that size, and extrapolates linearly to those corpora:
 
 - ``scan``: :func:`~ssl_speech.data.corpus.scan_directory` of a ``speaker/chapter/utt.flac``
-  tree (copies of the embedded corpus's files), first with an empty manifest cache, then again
-  with the cache it wrote: files per second.
-- ``pipeline``: windows per second out of the training loader reading that tree from disk
-  (``in_memory=False``) with 0 and 2 workers, against the windows per second the default
-  training step consumes (batch 8 windows; its time measured in the same run by
-  :func:`~ssl_speech.studies.benchmark.run_benchmark`, or given).
+  tree (copies of the embedded corpus's files) with an empty manifest cache, the files evicted
+  from the page cache and then in it, and again with the cache that scan wrote: files per second.
+- ``step`` and ``pipeline``: windows per second out of the training loader reading that tree
+  from disk (``in_memory=False``) with 0 and 2 workers, against the windows per second the
+  default training step consumes (batch 8 windows; timed in the same run at 1 and 2 torch
+  threads by :func:`~ssl_speech.studies.benchmark.run_benchmark`, the faster kept, or given).
 - ``probe``: the phone probe (:func:`~ssl_speech.eval.probe_training.fit_table` with the
   held-out stopping rule) trained from a float16 frame store of 1x, 4x, 16x the embedded
   corpus's frames (labels from its alignments, replicated): peak resident memory of the child
-  process that trains it (``VmHWM``) and frames per second.
+  process that trains it (``VmHWM``, and the peaks of its anonymous and file-backed parts) and
+  frames per second.
 - ``abx``: :func:`~ssl_speech.eval.abx.abx_scores` on the first N items of the embedded
-  corpus's item files: time and peak memory of the child that runs it, against N.
+  corpus's item files (beyond them, copies under new speaker ids): time and peak memory of
+  the child that runs it, against N, and a power law fitted to them.
 
 Features for the probe and ABX are the embedded corpus's 40 log-mel bands through a fixed
 random projection to 256 dimensions (the size of CPC's context features), so that the costs
-that grow with the dimension are those of a real model's features. Each stage runs its
-measurement in a fresh process, so one stage's memory never counts in another's, and appends
-its rows to ``scale.jsonl`` as soon as they are measured (a cut run keeps what it measured).
+that grow with the dimension are those of a real model's features. The probe and ABX run each
+size in a fresh process, so one size's memory never counts in another's; the step is timed in
+the step benchmark's own process. Every row is appended to ``scale.jsonl`` as soon as it is
+measured, so a cut run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class ScaleSizes:
 
 
 QUICK = ScaleSizes(scan_files=300, pipeline_batches=4, probe_utterances=24,
-                   probe_scales=(1, 4), probe_epochs=2, abx_items=(100, 200))
+                   probe_scales=(1, 4), probe_epochs=2, abx_items=(100, 200), scan_repeats=1)
 
 
 # ------------------------------------------------------------------ peak memory of a child
