@@ -589,8 +589,13 @@ def markdown_report(rows: list[dict[str, Any]]) -> str:
 
 
 def run_scale_benchmark(out: str | Path, sizes: ScaleSizes, stages: tuple[str, ...] = STAGES,
-                        log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run ``stages`` at ``sizes`` under ``out``; return the rows (also in ``scale.jsonl``)."""
+                        log: Callable[[str], None] = print, corpus: str | Path | None = None,
+                        ) -> list[dict[str, Any]]:
+    """Run ``stages`` at ``sizes`` under ``out``; return the rows (also in ``scale.jsonl``).
+
+    ``corpus``: an embedded-corpus directory to copy and take features, labels and items from
+    (default: the embedded corpus, generated on first use).
+    """
     from ssl_speech.data.synthetic import ensure_corpus
     from ssl_speech.studies.benchmark import machine_info
 
@@ -599,7 +604,11 @@ def run_scale_benchmark(out: str | Path, sizes: ScaleSizes, stages: tuple[str, .
         raise ValueError(f"stages {unknown or '(none)'}: choose from {STAGES}")
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    source = ensure_corpus(progress=False)
+    source = ensure_corpus(progress=False) if corpus is None else Path(corpus).expanduser()
+    missing = [name for name in ("alignments.txt", "abx") if not (source / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"corpus {source} has no {', '.join(missing)}: give a directory "
+                                "made by scripts/make_synthetic_corpus.py")
     rec = Recorder(out, {**machine_info("cpu", sizes.threads), "sizes": asdict(sizes),
                          "source": str(source)}, log)
     tree = out / "LibriSpeech" / "train-shaped"
@@ -622,6 +631,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", required=True, help="local folder for the tree, stores, "
                         "scale.jsonl and scale.md (several GB at the default sizes)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (under a minute)")
+    parser.add_argument("--corpus", help="embedded-corpus directory to build from (default: the "
+                        "embedded corpus, generated on first use)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument("--scan-files", type=int)
     parser.add_argument("--pipeline-batches", type=int)
@@ -643,6 +654,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if name in given:
             given[name] = tuple(given[name])
     sizes = replace(sizes, **given)
-    rows = run_scale_benchmark(args.out, sizes, tuple(args.stages))
+    rows = run_scale_benchmark(args.out, sizes, tuple(args.stages), corpus=args.corpus)
     print(markdown_report(rows))
     return rows

@@ -53,6 +53,11 @@ def test_build_tree_has_librispeech_layout(tmp_path):
                    "20019/198/20019-198-0003.flac"]
 
 
+def test_a_corpus_without_labels_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="alignments.txt, abx"):
+        main(["--out", str(tmp_path / "out"), "--quick", "--corpus", str(tmp_path)])
+
+
 def test_sizes_are_validated():
     with pytest.raises(ValueError, match="scan_files"):
         ScaleSizes(scan_files=0)
@@ -61,8 +66,9 @@ def test_sizes_are_validated():
 
 
 @pytest.mark.slow
-def test_quick_mode_writes_every_stage(tmp_path):
-    rows = main(["--out", str(tmp_path), "--quick", "--step-ms", "250"])
+def test_quick_mode_writes_every_stage(tmp_path, tiny_corpus):
+    rows = main(["--out", str(tmp_path), "--quick", "--step-ms", "250",
+                 "--corpus", str(tiny_corpus)])
     written = [json.loads(line) for line in (tmp_path / "scale.jsonl").read_text().splitlines()]
     assert written == json.loads(json.dumps(rows))
     by_stage: dict[str, list[dict]] = {}
