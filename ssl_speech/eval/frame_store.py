@@ -16,6 +16,7 @@ holds one utterance; reading holds one minibatch plus the labels and a shuffled 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -73,9 +74,19 @@ class ArrayFrames:
 
 
 class FrameStore(ArrayFrames):
-    """A frame store directory (module docstring), its frames memory-mapped, read-only."""
+    """A frame store directory (module docstring), its frames memory-mapped, read-only.
 
-    def __init__(self, path: str | Path) -> None:
+    Pages of a memory map stay mapped into the process once read (counted in its resident
+    memory) until the kernel wants them back; to keep the probe's memory bounded by the batch
+    rather than the corpus, the store hands them back (``madvise(MADV_DONTNEED)``; the page
+    cache keeps them) after about ``release_bytes`` of pages were touched (``None``: never).
+    """
+
+    def __init__(self, path: str | Path, release_bytes: int | None = 64 * 2**20) -> None:
+        if release_bytes is not None and release_bytes < 1:
+            raise ValueError(f"release_bytes must be >= 1 or None, got {release_bytes}")
+        self.release_bytes = release_bytes
+        self._touched = 0
         self.path = Path(path)
         missing = [name for name in (FRAMES, LABELS, INDEX) if not (self.path / name).is_file()]
         if missing:
@@ -94,6 +105,12 @@ class FrameStore(ArrayFrames):
         order = np.argsort(index, kind="stable")
         out = np.empty((len(index), self.dim), dtype=np.float32)
         out[order] = self.frames[index[order]]
+        if self.release_bytes is not None:
+            # a row touches at least one page
+            self._touched += len(index) * max(self.frames.itemsize * self.dim, mmap.PAGESIZE)
+            if self._touched >= self.release_bytes:
+                self.frames._mmap.madvise(mmap.MADV_DONTNEED)
+                self._touched = 0
         return out
 
 

@@ -66,9 +66,9 @@ class ScaleSizes:
         probe_utterances: utterances of the embedded corpus in the 1x store (``None``: all).
         probe_scales: replication factors of the feature store.
         probe_epochs: epoch limit of the probe (the held-out rule may stop it earlier).
-        probe_release_every: ``None`` measures the library's frame store as it is; ``N``
-            also hands the mapped pages back every ``N`` minibatches (:class:`_ReleasingStore`),
-            to show what bounds the file-backed part of the resident memory.
+        probe_release_mb: the frame store hands its mapped pages back after this many MB of
+            pages were touched (``FrameStore(release_bytes=...)``; the library's default 64);
+            0 never does, to show what the mapped pages cost.
         abx_items: item counts to time ABX at.
         threads: torch threads of the probe and ABX processes (1: on a loaded 2-core machine,
             OpenMP's waits make two threads slower than one).
@@ -82,7 +82,7 @@ class ScaleSizes:
     probe_utterances: int | None = None
     probe_scales: tuple[int, ...] = (1, 4, 16)
     probe_epochs: int = 2
-    probe_release_every: int | None = None
+    probe_release_mb: int = 64
     abx_items: tuple[int, ...] = (500, 1000, 2000, 4000, 8000)
     threads: int = 1
     scan_repeats: int = 3
@@ -96,9 +96,9 @@ class ScaleSizes:
                 raise ValueError(f"{name} must be positive counts, got {getattr(self, name)}")
         if self.probe_utterances is not None and self.probe_utterances < 2:
             raise ValueError(f"probe_utterances must be >= 2, got {self.probe_utterances}")
-        if self.probe_release_every is not None and self.probe_release_every < 1:
-            raise ValueError(f"probe_release_every must be >= 1 minibatches or None, got "
-                             f"{self.probe_release_every}")
+        if self.probe_release_mb < 0:
+            raise ValueError(f"probe_release_mb must be >= 0 (0: never), got "
+                             f"{self.probe_release_mb}")
         if self.step_ms is not None and not self.step_ms > 0:
             raise ValueError(f"step_ms must be > 0 ms, got {self.step_ms}")
 
@@ -237,39 +237,15 @@ def _replicas(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
 
 
 # ------------------------------------------------------------------ the measured jobs
-def _releasing_store(path: str, every: int):
-    """A frame store that drops its mapped pages from this process every ``every`` gathers.
-
-    Pages of a memory map that were read stay resident (counted in RSS as file-backed
-    memory) until the kernel needs them back; ``madvise(MADV_DONTNEED)`` unmaps them from the
-    process now (the page cache keeps them, so nothing is read twice while memory allows).
-    """
-    import mmap
-
-    from ssl_speech.eval.frame_store import FrameStore
-
-    class _ReleasingStore(FrameStore):
-        calls = 0
-
-        def rows(self, index: np.ndarray) -> np.ndarray:
-            out = super().rows(index)
-            self.calls += 1
-            if self.calls % every == 0:
-                self.frames._mmap.madvise(mmap.MADV_DONTNEED)
-            return out
-
-    return _ReleasingStore(path)
-
-
 def _probe_job(store: str, epochs: int, threads: int,
-               release_every: int | None = None) -> dict[str, Any]:
+               release_mb: int = 64) -> dict[str, Any]:
     import torch
 
     from ssl_speech.eval.frame_store import FrameStore
     from ssl_speech.eval.probe_training import IGNORE_INDEX, Stopping, fit_table
 
     torch.set_num_threads(threads)
-    table = FrameStore(store) if release_every is None else _releasing_store(store, release_every)
+    table = FrameStore(store, release_bytes=release_mb * 2**20 if release_mb else None)
     held = np.zeros(len(table), dtype=bool)
     for k, (start, stop) in enumerate(table.utterances.values()):
         held[start:stop] = k % 10 == 0  # every tenth utterance is the held-out part
@@ -457,11 +433,11 @@ def probe_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> No
         frames = len(table)
         del table
         result, peak = run_measured(_probe_job, str(store), sizes.probe_epochs, sizes.threads,
-                                    sizes.probe_release_every)
+                                    sizes.probe_release_mb)
         store_mb = sum(p.stat().st_size for p in store.iterdir()) / 2**20
         shutil.rmtree(store)
         base_peak = base_peak or peak
-        row = {"stage": "probe", "release_every": sizes.probe_release_every, "scale": scale,
+        row = {"stage": "probe", "release_mb": sizes.probe_release_mb, "scale": scale,
                "utterances": len(ids) * scale,
                "frames": frames, "dim": FEATURE_DIM, "dtype": "float16", "store_mb": store_mb,
                "write_s": write_s, **result, "peak_rss_mb": peak / 2**20,
@@ -549,7 +525,7 @@ COLUMNS = {
     "step": ("step_ms", "step_source", "step_windows_per_s", "batch_size", "threads"),
     "pipeline": ("workers", "windows", "windows_per_s", "step_windows_per_s", "ratio", "held",
                  "train-clean-100_loader_epoch_s", "960h_loader_epoch_s"),
-    "probe": ("release_every", "scale", "utterances", "frames", "store_mb", "epochs_run", "fit_s",
+    "probe": ("release_mb", "scale", "utterances", "frames", "store_mb", "epochs_run", "fit_s",
               "frames_per_s", "peak_rss_mb", "rss_vs_first", "peak_anon_mb", "peak_file_mb",
               "validation_accuracy",
               "train-clean-100_epoch_s"),
@@ -641,14 +617,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--probe-utterances", type=int)
     parser.add_argument("--probe-scales", type=int, nargs="+")
     parser.add_argument("--probe-epochs", type=int)
-    parser.add_argument("--probe-release-every", type=int, help="also drop the store's mapped "
-                        "pages every N minibatches (what bounds the file-backed memory)")
+    parser.add_argument("--probe-release-mb", type=int, help="the frame store hands its mapped "
+                        "pages back after this many MB were touched (default 64; 0: never)")
     parser.add_argument("--abx-items", type=int, nargs="+")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else ScaleSizes()
     knobs = ("scan_files", "pipeline_batches", "step_ms", "probe_utterances", "probe_scales",
-             "probe_epochs", "probe_release_every", "abx_items", "threads")
+             "probe_epochs", "probe_release_mb", "abx_items", "threads")
     given = {name: getattr(args, name) for name in knobs if getattr(args, name) is not None}
     for name in ("probe_scales", "abx_items"):
         if name in given:

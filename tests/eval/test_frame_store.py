@@ -41,3 +41,16 @@ def test_float16_store_and_bad_input(tmp_path):
     bad = _triples() + [("odd", np.zeros((2, 4), np.float32), np.zeros(2, int))]
     with pytest.raises(ValueError, match="'odd'"):
         write_frame_store(bad, tmp_path / "bad")
+
+
+def test_a_store_that_hands_its_pages_back_gives_the_same_rows(tmp_path):
+    write_frame_store(_triples(), tmp_path / "s")
+    kept, released = FrameStore(tmp_path / "s", release_bytes=None), FrameStore(tmp_path / "s",
+                                                                                release_bytes=1)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        index = rng.integers(0, len(kept), 7)
+        np.testing.assert_array_equal(released.rows(index), kept.rows(index))
+    assert released._touched == 0  # released after every gather (budget of 1 byte)
+    with pytest.raises(ValueError, match="release_bytes"):
+        FrameStore(tmp_path / "s", release_bytes=0)
