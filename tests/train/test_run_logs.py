@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import pytest
 from trainer_fixtures import make_batches, make_trainer
@@ -44,6 +45,12 @@ def test_wandb_offline_logs_the_run(tmp_path, monkeypatch):
     assert runs[0].name.split("-", 3)[-1].startswith("run-")  # the id names the run directory
     logged = list(runs[0].glob("*.wandb"))
     assert len(logged) == 1
-    records = logged[0].read_bytes()  # protobuf records: the metric names appear as text
-    for name in (b"train/loss", b"train/grad_norm", b"train/mse"):
+    # protobuf records, the metric names as text; W&B's writer is another process that may
+    # still be flushing when finish() returns
+    names = (b"train/loss", b"train/grad_norm", b"train/mse")
+    deadline = time.monotonic() + 60
+    while not all(n in logged[0].read_bytes() for n in names) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = logged[0].read_bytes()
+    for name in names:
         assert name in records
