@@ -23,7 +23,7 @@ from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.objectives.base import ObjectiveOutput
+from ssl_speech.objectives.base import Objective, ObjectiveOutput
 from ssl_speech.train.distributed import (
     DistributedContext,
     init_distributed,
@@ -37,7 +37,7 @@ STEPS = 3
 PER_RANK = 2
 
 
-class NextFrameRegression(nn.Module):
+class NextFrameRegression(Objective):
     """A deterministic objective (no sampling) whose loss is a mean over equal halves."""
 
     def __init__(self, dim: int) -> None:
