@@ -73,6 +73,9 @@ class ArrayFrames:
         return np.asarray(self.frames[index], dtype=np.float32)
 
 
+FAULT_AROUND = 64 * 1024
+
+
 class FrameStore(ArrayFrames):
     """A frame store directory (module docstring), its frames memory-mapped, read-only.
 
@@ -96,7 +99,7 @@ class FrameStore(ArrayFrames):
         shape = (int(index["num_frames"]), int(index["dim"]))
         super().__init__(np.memmap(self.path / FRAMES, dtype=index["dtype"], mode="r",
                                    shape=shape),
-                         np.load(self.path / LABELS),
+                         np.load(self.path / LABELS, mmap_mode="r"),
                          {u: (int(a), int(b)) for u, (a, b) in index["utterances"].items()})
 
     def rows(self, index: np.ndarray) -> np.ndarray:
@@ -106,12 +109,19 @@ class FrameStore(ArrayFrames):
         out = np.empty((len(index), self.dim), dtype=np.float32)
         out[order] = self.frames[index[order]]
         if self.release_bytes is not None:
-            # a row touches at least one page
-            self._touched += len(index) * max(self.frames.itemsize * self.dim, mmap.PAGESIZE)
+            # a page fault maps the pages around it too (the kernel's fault-around, 64 KiB)
+            self._touched += len(index) * max(self.frames.itemsize * self.dim, FAULT_AROUND)
             if self._touched >= self.release_bytes:
-                self.frames._mmap.madvise(mmap.MADV_DONTNEED)
-                self._touched = 0
+                self.release()
         return out
+
+    def release(self) -> None:
+        """Hand the mapped pages of frames and labels back (the page cache keeps them)."""
+        for array in (self.frames, self.labels):
+            mapped = getattr(array, "_mmap", None)
+            if mapped is not None:
+                mapped.madvise(mmap.MADV_DONTNEED)
+        self._touched = 0
 
 
 def stack_frames(utterances: Iterable[tuple[str, np.ndarray, np.ndarray]],

@@ -166,8 +166,13 @@ def fit_table(
     generator = torch.Generator().manual_seed(seed)
     history = FitHistory()
     best_state, best = None, -1.0
+    # 32-bit row numbers where they fit: the shuffled order is the largest per-frame array
+    train_index = np.asarray(train_index, dtype=np.int32 if len(table) < 2**31 else np.int64)
     for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not progress):
-        order = train_index[torch.randperm(len(train_index), generator=generator).numpy()]
+        # the same permutation as int64 would give, at half the memory
+        perm = torch.randperm(len(train_index), generator=generator, dtype=torch.int32)
+        order = train_index[perm.numpy()]
+        del perm
         total = torch.zeros((), device=device)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
