@@ -51,12 +51,16 @@ def sigterm_anytime(c, ref, run_dir, rng, trial):
     code = _wait(proc, c.timeout_s)
     trial.exits.append(code)
     started = _last_logged_step(run_dir) > 0 or bool(list_checkpoints(run_dir))
-    if code not in (0, PREEMPTED_EXIT) and started:
+    # Python puts the default action back while the interpreter shuts down: a signal then
+    # ends a run that is already complete and saved
+    complete = _final_state(run_dir) is not None
+    if code not in (0, PREEMPTED_EXIT) and started and not complete:
         trial.detail = f"exit {code} after SIGTERM during training"
         return trial
     _finish(c, ref, run_dir, trial, _last_logged_step(run_dir))
     if code not in (0, PREEMPTED_EXIT) and trial.outcome == "identical":
-        trial.detail = f"exit {code}: SIGTERM before training began (nothing to lose)"
+        when = "after training completed" if complete else "before training began"
+        trial.detail = f"exit {code}: SIGTERM {when} (nothing to lose)"
     return trial
 
 
