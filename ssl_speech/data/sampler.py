@@ -124,6 +124,10 @@ class SpeakerBatchSampler(Sampler[list[tuple[int, int]]]):
                                   dtype=np.int64)
         self._counts = self._lengths // window
         self.num_windows = int(self._counts.sum())
+        if len(corpus) == 0:
+            raise ValueError(f"the corpus at {corpus.root} has no usable utterance: every file "
+                             "was missing, unreadable or too short (see the warnings above); "
+                             "check the paths of data.root / data.manifest and the split list")
         if self.num_windows == 0:
             raise ValueError(f"no utterance of the {len(corpus)} in {corpus.root} is as long as "
                              f"a window of {window} samples; use a shorter window")

@@ -276,3 +276,11 @@ def test_short_utterances_are_reported_once(corpus):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SpeakerBatchSampler(corpus, window=W, rank=1, world_size=2)  # only rank 0 warns
+
+
+def test_an_empty_corpus_says_so_and_a_short_one_asks_for_a_shorter_window():
+    with pytest.raises(ValueError, match="no usable utterance.*data.manifest"):
+        SpeakerBatchSampler(Corpus([], "/none"), window=W, batch_size=2)
+    short = Corpus([Utterance("u0", Path("/none/u0.flac"), W // 2, "spk0")], "/none")
+    with pytest.raises(ValueError, match="use a shorter window"):
+        SpeakerBatchSampler(short, window=W, batch_size=2)
