@@ -86,9 +86,25 @@ def init_distributed(device: str = "auto", backend: str = "auto",
             backend = "nccl" if resolved.type == "cuda" else "gloo"
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
+        timeout = datetime.timedelta(seconds=timeout_s)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+                                timeout=timeout, store=_restart_store(rank, world_size, timeout))
     return DistributedContext(rank, world_size, local_rank, resolved, timeout_s)
+
+
+def _restart_store(rank: int, world_size: int, timeout: datetime.timedelta,
+                   ) -> dist.Store | None:
+    """Under torchrun, a store with its own key space for each restart (``--max-restarts``):
+    the group's keys of a failed attempt (its ranks' addresses) stay in torchrun's store, and a
+    restarted rank that read a dead rank's address would wait for it until the timeout.
+    ``None`` elsewhere (``init_process_group`` makes its own store)."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None or "MASTER_ADDR" not in os.environ:
+        return None
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=rank == 0 and not agent_hosts, timeout=timeout)
+    return dist.PrefixStore(f"ssl_speech/attempt{restart}", store)
 
 
 def shutdown_distributed() -> None:
