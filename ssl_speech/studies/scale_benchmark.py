@@ -32,23 +32,29 @@ measured, so a cut run keeps what it measured.
 from __future__ import annotations
 
 import json
-import math
-import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ssl_speech.studies.measured_process import run_measured
+from ssl_speech.studies.scale_inputs import (
+    FEATURE_DIM,
+    _replicas,
+    build_tree,
+    corpus_features,
+    evict_from_page_cache,
+)
+
 # The corpora the figures are extrapolated to: (name, files, hours).
 TARGETS = (("train-clean-100", 28_539, 100.6), ("960h", 281_241, 960.0))
 FRAME_RATE = 100  # label frames per second
 DEV_CLEAN_HOURS = 5.4
-FEATURE_DIM = 256
 PIPELINE_TARGET = 5.0  # loader windows/s over step windows/s, with 2 workers
 FLAT_RSS_TOLERANCE = 0.20
 STAGES = ("scan", "pipeline", "probe", "abx")
@@ -108,135 +114,6 @@ QUICK = ScaleSizes(scan_files=300, pipeline_batches=4, probe_utterances=24,
 
 
 # ------------------------------------------------------------------ peak memory of a child
-def _status_kb(fields: tuple[str, ...]) -> dict[str, int]:
-    """Fields of ``/proc/self/status`` (``VmHWM``, ``RssAnon``, ...) in kB."""
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name = line.split(":", 1)[0]
-        if name in fields:
-            found[name] = int(line.split()[1])
-    if len(found) != len(fields):
-        raise RuntimeError(f"/proc/self/status lacks {sorted(set(fields) - set(found))}: "
-                           "peak memory needs Linux")
-    return found
-
-
-def _peak_rss_bytes() -> int:
-    """This process's resident-memory high-water mark (``VmHWM``), in bytes."""
-    return _status_kb(("VmHWM",))["VmHWM"] * 1024
-
-
-class _RssSampler:
-    """Samples anonymous and file-backed resident memory every ``period`` seconds (the kernel
-    keeps a high-water mark of their sum only): their peaks tell heap from mapped files."""
-
-    def __init__(self, period: float = 0.02) -> None:
-        import threading
-
-        self.peaks = {"RssAnon": 0, "RssFile": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
-        self._thread.start()
-
-    def _run(self, period: float) -> None:
-        while True:
-            self.sample()
-            if self._stop.wait(period):
-                return
-
-    def sample(self) -> None:
-        for name, kb in _status_kb(tuple(self.peaks)).items():
-            self.peaks[name] = max(self.peaks[name], kb)
-
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        return {"peak_anon_mb": self.peaks["RssAnon"] / 1024,
-                "peak_file_mb": self.peaks["RssFile"] / 1024}
-
-
-def _child(conn, fn: Callable[..., Any], args: tuple) -> None:
-    try:
-        sampler = _RssSampler()
-        result = fn(*args)
-        if isinstance(result, dict):
-            result = {**result, **sampler.stop()}
-        conn.send(("ok", result, _peak_rss_bytes()))
-    except BaseException as error:  # reported to the parent, which raises it
-        conn.send(("error", f"{type(error).__name__}: {error}", 0))
-    finally:
-        conn.close()
-
-
-def run_measured(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
-    """Run ``fn(*args)`` in a fresh (spawned) process; return its result and the process's peak
-    resident memory in bytes (``VmHWM``: everything it touched, libraries and file pages
-    included). ``fn`` must be importable by name (module level)."""
-    context = mp.get_context("spawn")
-    parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(child, fn, args))
-    process.start()
-    child.close()
-    try:
-        status, result, peak = parent.recv()
-    except EOFError:
-        process.join()
-        raise RuntimeError(f"the measured process of {fn.__name__} died (exit code "
-                           f"{process.exitcode}); out of memory?") from None
-    process.join()
-    if status != "ok":
-        raise RuntimeError(f"{fn.__name__} failed in its measured process: {result}")
-    return result, peak
-
-
-# ------------------------------------------------------------------ inputs built on disk
-def build_tree(source: Path, out: Path, files: int) -> list[Path]:
-    """A LibriSpeech-shaped tree of ``files`` copies of ``source``'s ``.flac`` files.
-
-    Copy ``k`` of a file of speaker ``s`` belongs to speaker ``s + 10000 k`` (same chapter
-    and utterance numbers), so the tree has LibriSpeech's layout and id format.
-    """
-    originals = sorted(source.glob("*/*/*.flac"))
-    if not originals:
-        raise FileNotFoundError(f"{source}: no speaker/chapter/utt.flac files to copy")
-    written = []
-    for i in range(files):
-        src = originals[i % len(originals)]
-        speaker = str(int(src.parent.parent.name) + 10000 * (i // len(originals)))
-        chapter = src.parent.name
-        dest = out / speaker / chapter / f"{speaker}-{chapter}-{src.stem.rsplit('-', 1)[1]}.flac"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        written.append(dest)
-    return written
-
-
-def _projection(seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((40, FEATURE_DIM)) / math.sqrt(40)).astype(np.float32)
-
-
-def corpus_features(source: Path, ids: list[str]) -> dict[str, np.ndarray]:
-    """``{utt: (T, 256) float32}``: log-mel bands of ``source``'s utterances, projected."""
-    from ssl_speech.data.audio import read_audio
-    from ssl_speech.signal.baseline_features import log_mel_features
-
-    paths = {p.stem: p for p in source.glob("*/*/*.flac")}
-    weights = _projection()
-    return {utt: np.tanh(log_mel_features(read_audio(paths[utt])) @ weights * 0.2)
-            for utt in ids}
-
-
-def _replicas(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-              scale: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    for copy in range(scale):
-        for utt, feats in features.items():
-            n = min(len(feats), len(labels[utt]))
-            yield f"{utt}~{copy}", feats[:n], labels[utt][:n]
-
-
-# ------------------------------------------------------------------ the measured jobs
 def _probe_job(store: str, epochs: int, threads: int,
                release_mb: int = 64) -> dict[str, Any]:
     import torch
@@ -319,20 +196,6 @@ def _extrapolate(per_file_s: float) -> dict[str, float]:
 
 
 SCANS = ("first_cold", "first_warm", "cached")
-
-
-def evict_from_page_cache(files: list[Path]) -> None:
-    """Ask the kernel to drop these files' pages from the page cache, so that the next read
-    comes from the disk, as on a first scan of a corpus (no privileges needed: written back
-    first, since dirty pages stay; a virtual disk may still be cached by its host)."""
-
-    for path in files:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def scan_stage(out: Path, source: Path, sizes: ScaleSizes, rec: Recorder) -> Path:

@@ -8,13 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from ssl_speech.studies.scale_benchmark import (
-    ScaleSizes,
-    build_tree,
-    main,
-    markdown_report,
-    run_measured,
-)
+from ssl_speech.studies.measured_process import run_measured
+from ssl_speech.studies.scale_benchmark import ScaleSizes, main, markdown_report
+from ssl_speech.studies.scale_inputs import build_tree
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="peak memory is read from /proc (Linux)")
