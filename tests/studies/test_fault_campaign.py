@@ -78,8 +78,10 @@ def test_compare_runs_names_a_difference(tmp_path):
 
 @pytest.mark.slow
 def test_a_small_campaign_survives_every_fault(tmp_path, tiny_corpus):
-    kinds = ["sigkill", "kill_in_checkpoint_write", "kill_in_metrics_append",
-             "disk_full_checkpoint", "sigterm", "file_deleted", "rank_killed"]
+    # one of each family (signals, writes, full disk, data, ranks); the signals and the log
+    # writes are also covered at every moment by tests/train and tests/runs
+    kinds = ["sigkill", "kill_in_checkpoint_write", "disk_full_checkpoint", "file_deleted",
+             "rank_killed"]
     trials = fc.run_campaign(tmp_path, tiny_corpus, kinds, trials=1, seed=3)
     rows = fc.summarise(trials)
     assert [r["kind"] for r in rows] == kinds
