@@ -7,6 +7,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ssl_speech.config import compose, config_dir
 from ssl_speech.nn.model import SSLModel
@@ -58,3 +59,34 @@ def test_wrong_group_option_lists_the_choices():
 def test_wrong_key_is_rejected():
     with pytest.raises(ConfigCompositionException):
         _compose(["trainer.max_stepz=3"])
+
+
+@pytest.mark.slow
+def test_compose_fills_run_name_and_run_dir_as_the_command_line_does():
+    import subprocess
+    import sys
+
+    import yaml
+
+    overrides = ["objective=acpc", "context=gru", "seed=3"]
+    cfg = compose(overrides)
+    assert cfg.run_name == "acpc-logmel-gru-seed3"
+    assert cfg.run_dir == "runs/acpc-logmel-gru-seed3"
+    printed = subprocess.run(
+        [sys.executable, "-m", "ssl_speech.train", *overrides, "--cfg", "job", "--resolve"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    assert yaml.safe_load(printed) == OmegaConf.to_container(cfg)
+
+
+def test_compose_leaves_no_hydra_state_and_gives_choices():
+    from hydra.core.hydra_config import HydraConfig
+
+    from ssl_speech.config import compose_with_choices
+
+    cfg, choices = compose_with_choices(["objective=rpc", "run_name=mine"])
+    assert not HydraConfig.initialized()
+    assert "hydra" not in cfg and cfg.run_name == "mine" and cfg.run_dir == "runs/mine"
+    assert choices["objective"] == "rpc" and choices["encoder"] == "logmel"
+    assert not any(name.startswith("hydra/") for name in choices)
+    with pytest.raises(Exception, match="trainer.max_stepz"):  # struct: typos are errors
+        cfg.trainer.max_stepz = 3

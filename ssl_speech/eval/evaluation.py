@@ -21,12 +21,12 @@ import torch
 
 from ssl_speech.data.corpus import Utterance
 from ssl_speech.eval.abx import ABXResult, abx_scores
+from ssl_speech.eval.export import export_features
 from ssl_speech.eval.features import (
     BASELINE_KINDS,
     ComputedFeatures,
     FeatureDir,
     check_frame_step,
-    export_features,
     is_feature_dir,
     open_features,
     run_dir_of,

@@ -7,7 +7,8 @@ Features are read-only mappings ``utt_id -> (frames, dim)`` float32 arrays with 
   (:func:`model_features`; layer ``encoder``, ``context`` or a named context layer
   ``context.N``) or by a spectral baseline (:func:`baseline_features_of`: log-mel, MFCC).
   Nothing is cached: a caller that needs an utterance twice keeps it (:func:`read_many`).
-- :class:`FeatureDir`: a directory written by :func:`export_features`: one ``<utt_id>.npy``
+- :class:`FeatureDir`: a directory written by
+  :func:`~ssl_speech.eval.export.export_features`: one ``<utt_id>.npy``
   (frames × dim, float32, or float16 when exported so; read back as float32) per utterance
   and ``features.json`` with the frame step in seconds, the dtype, the layer, the checkpoint
   path and its sha256, the corpus root, the dimension and the number of utterances. Arrays
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,6 @@ from ssl_speech.signal.baseline_features import log_mel_features, mfcc_features
 
 FEATURES_JSON = "features.json"
 BASELINE_KINDS = ("log_mel", "mfcc")
-EXPORT_DTYPES = ("float32", "float16")
 DEFAULT_FRAME_STEP = 0.01  # seconds, for a directory without features.json (CPC_audio's step)
 
 
@@ -214,11 +213,11 @@ class FeatureDir(Mapping[str, np.ndarray]):
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"feature directory {self.path} does not exist: export "
-                                    "features first (scripts/export_features.py)")
+                                    "features first (the export-features command)")
         self._paths = {p.stem: p for p in sorted(self.path.glob("*.npy"))}
         if not self._paths:
             raise ValueError(f"{self.path} holds no <utt_id>.npy files: export features there "
-                             "first (scripts/export_features.py)")
+                             "first (the export-features command)")
         meta_path = self.path / FEATURES_JSON
         self.meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         recorded = self.meta.get("frame_step")
@@ -319,83 +318,6 @@ def read_many(
     check_present(features, ids, what)
     desc = f"features{' (' + what + ')' if what else ''}"
     return {u: features[u] for u in tqdm(ids, desc=desc, disable=not progress, leave=False)}
-
-
-def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("kind", "layer", "checkpoint_sha256", "frame_step")
-    return {**{k: meta.get(k) for k in keys}, "dtype": meta.get("dtype", "float32")}
-
-
-def export_features(
-    features: ComputedFeatures,
-    out_dir: str | Path,
-    ids: Iterable[str] | None = None,
-    progress: bool = True,
-    reuse: bool = True,
-    dtype: str = "float32",
-) -> Path:
-    """Write one ``<utt_id>.npy`` per utterance and ``features.json``; returns ``out_dir``.
-
-    Utterances are computed and written one at a time, each file atomically. ``features.json``
-    is written first with ``"complete": false`` and rewritten at the end, so an interrupted
-    export is recognised and, with ``reuse``, resumed: files of the same source (same kind,
-    layer, checkpoint hash and frame step) are kept and only missing ones computed. A directory
-    exported from another source is cleared of its ``.npy`` files first.
-
-    Args:
-        features: what to export (:func:`model_features`, :func:`baseline_features_of`).
-        out_dir: the directory (created).
-        ids: utterances to export (default: all of ``features``).
-        reuse: keep the files of a previous export of the same source.
-        dtype: ``float32``, or ``float16`` for half the disk (values rounded to about 3
-            significant digits; readers get float32 back).
-
-    Raises:
-        ValueError: an id ``features`` does not cover; ``out_dir`` holds ``.npy`` files that no
-            export wrote (no ``features.json``).
-    """
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"export dtype must be one of {EXPORT_DTYPES}, got {dtype!r}")
-    out_dir = Path(out_dir)
-    ids = list(dict.fromkeys(features if ids is None else ids))
-    missing = [u for u in ids if u not in features]
-    if missing:
-        raise ValueError(f"{len(missing)} of {len(ids)} utterances to export are not covered "
-                         f"by {features.describe()}: {quote_ids(missing)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = out_dir / FEATURES_JSON
-    meta = {**features.meta, "frame_step": features.frame_step, "sample_rate": SAMPLE_RATE,
-            "dtype": dtype}
-    if meta_path.is_file():
-        previous = json.loads(meta_path.read_text())
-        if not (reuse and _comparable(previous) == _comparable(meta)):
-            for stale in out_dir.glob("*.npy"):
-                stale.unlink()
-    elif next(out_dir.glob("*.npy"), None) is not None:
-        raise ValueError(f"{out_dir} holds .npy files but no {FEATURES_JSON}: they were not "
-                         "written by export_features; export into an empty directory")
-    _write_json(meta_path, {**meta, "complete": False})
-    todo = [u for u in ids if not (out_dir / f"{u}.npy").is_file()]
-    desc = f"export {meta.get('layer') or meta.get('kind')}"
-    for utt in tqdm(todo, desc=desc, disable=not progress):
-        array = features[utt].astype(dtype, copy=False)
-        tmp = out_dir / f".{utt}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, out_dir / f"{utt}.npy")
-    shapes = [np.load(p, mmap_mode="r").shape for p in sorted(out_dir.glob("*.npy"))]
-    dims = sorted({shape[1] for shape in shapes})
-    if len(dims) > 1:
-        raise ValueError(f"{out_dir} holds features of several dimensions {dims}")
-    _write_json(meta_path, {**meta, "dim": dims[0] if dims else None,
-                            "num_utterances": len(shapes), "complete": True})
-    return out_dir
-
-
-def _write_json(path: Path, record: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def load_feature_dir(path: str | Path, ids: Iterable[str] | None = None,

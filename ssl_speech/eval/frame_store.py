@@ -156,7 +156,7 @@ def _check_dtype(dtype: str) -> None:
         raise ValueError(f"frame dtype must be one of {DTYPES}, got {dtype!r}")
 
 
-def row_moments(table: FrameTable, index: np.ndarray, chunk: int = 65536,
+def row_moments(table: FrameTable, index: np.ndarray, chunk: int = 16384,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and standard deviation (float64) of the rows ``index``, in chunks.
 

@@ -71,7 +71,7 @@ class UpstreamExpert(nn.Module):
                 "encoder": outputs["encoder"]}
 
 
-def ssl_speech_local(ckpt: str, *args, **kwargs) -> UpstreamExpert:
+def ssl_speech_local(ckpt: str | Path | SSLModel, *args, **kwargs) -> UpstreamExpert:
     """An s3prl hub entry: ``-u ssl_speech_local -k <exported dir>``."""
     return UpstreamExpert(ckpt, *args, **kwargs)
 

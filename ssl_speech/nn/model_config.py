@@ -61,8 +61,8 @@ class UnsafeConfigError(ValueError):
     """A stored config names something loading may not build, or is not plain data."""
 
 
-def _constructor_arguments(cls: type) -> set[str] | None:
-    """Keyword arguments ``cls`` accepts (``None``: any, it forwards ``**kwargs``)."""
+def _constructor_arguments(cls: type) -> set[str]:
+    """Named arguments of ``cls``'s constructor, following ``**kwargs`` up to the base class."""
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass is torch.nn.Module or klass is object:
@@ -78,8 +78,6 @@ def _constructor_arguments(cls: type) -> set[str] | None:
 
 def _check_plain(value: Any, key: str, source: str) -> None:
     if isinstance(value, _PLAIN):
-        if isinstance(value, float) and value != value:
-            return  # NaN is data, if odd
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -140,7 +138,7 @@ def check_section(section: Any, key: str, source: str,
                 "(Hydra's _partial_, _args_, _recursive_ and _convert_ are refused; keys are "
                 f"constructor arguments of {target})"
             )
-        if accepted is not None and name not in accepted:
+        if name not in accepted:
             raise UnsafeConfigError(
                 f"{source}: config key {key}.{name} is not an argument of {target} (it takes "
                 f"{', '.join(sorted(accepted))})"

@@ -118,9 +118,15 @@ def _local_or_download(name: str | Path, revision: str | None, cache_dir: str | 
             f"{name} is not a local directory; loading a Hub repo id needs huggingface_hub: "
             "pip install huggingface_hub"
         ) from err
-    return Path(snapshot_download(str(name), revision=revision, cache_dir=cache_dir,
-                                  local_files_only=local_files_only, token=token,
-                                  allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    try:
+        return Path(snapshot_download(str(name), revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only, token=token,
+                                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    except Exception as err:  # offline, unknown repo, no access
+        raise FileNotFoundError(
+            f"{name} is neither a local exported directory nor a Hub repo that could be "
+            f"downloaded ({type(err).__name__}: {err})"
+        ) from err
 
 
 def read_description(directory: str | Path) -> dict[str, Any]:

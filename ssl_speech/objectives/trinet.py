@@ -18,14 +18,21 @@ against complete (informational) and slow (dimensional) collapse. Our version:
   The encoder is shared, not copied (as data2vec shares its feature encoder).
 - **Frozen teacher** (:class:`~ssl_speech.objectives.frozen_teacher.FrozenTeacher`): an
   ssl_speech checkpoint of any objective, or a log-mel front end; never updated. Its frame
-  features, averaged to the student's frame rate and instance-normalised, go through a fixed
-  random projection to ``num_classes`` directions (a buffer, unit rows, seeded) and an argmax:
-  one pseudo-class per frame.
-- **Losses**: ``λ_r L_reg + λ_c L_cls``. ``L_reg``: a linear map of the student's penultimate
-  layer regresses the EMA target on masked frames, squared error summed over the ``H``
-  channels and scaled by ``1/√H`` (smooth-L1 with ``smooth_l1_beta`` instead), mean over
-  masked frames. ``L_cls``: cross-entropy of a linear map of the student's last layer onto the
-  pseudo-classes on all frames.
+  features are averaged to the student's frame rate and instance-normalised. With
+  ``frozen_target="classes"`` (the default) they go through a fixed random projection to
+  ``num_classes`` directions (a buffer, unit rows, seeded) and an argmax: one pseudo-class per
+  frame. With ``"features"`` the student regresses the feature vectors themselves (the
+  paper's "pseudo target vectors"). The log-mel teacher is a BEST-RQ-style fallback (a random
+  projection quantiser of log-mel, Chiu et al. 2022), so that the objective runs with nothing
+  trained; the paper's teacher is a network, and a trained checkpoint is the recommended one.
+- **Losses**: ``λ_r L_reg + λ_c L_frozen``. ``L_reg``: a linear map of the student's
+  penultimate layer regresses the EMA target on masked frames, squared error summed over the
+  ``H`` channels and scaled by ``1/√H`` (smooth-L1 with ``smooth_l1_beta`` instead), mean over
+  masked frames. ``L_frozen``: a linear map of the student's last layer, onto the
+  pseudo-classes by cross-entropy (metric ``loss/class``) or onto the teacher's features with
+  ``L_reg``'s error (metric ``loss/frozen``), on all frames (``frozen_frames="all"``, the
+  default) or on the masked ones only (``"masked"``; on the visible frames the teacher's
+  target is nearly a function of the student's own input, so that part is easy).
 
 A branch whose weight is 0 is not built (no head, no teacher, no work): ``class_weight=0`` is
 the EMA-only (data2vec-like) variant; it leaves the student's last context layer without a
@@ -54,6 +61,11 @@ from ssl_speech.nn.norms import instance_norm_over_time
 from ssl_speech.objectives.base import Objective, ObjectiveOutput, scalar
 from ssl_speech.objectives.ema import EMATeacher, LinearMomentumSchedule
 from ssl_speech.objectives.frozen_teacher import FrozenTeacher
+
+# What the student learns from the frozen teacher: its pseudo-classes or its feature vectors.
+FROZEN_TARGETS = ("classes", "features")
+# Which frames the frozen branch's loss covers.
+FROZEN_FRAMES = ("all", "masked")
 
 
 def layer_average_target(layers: list[Tensor], top_k: int) -> Tensor:
@@ -103,13 +115,17 @@ class TriNet(Objective):
         dim: latent size D of the encoder output (the mask vector's size).
         context_dim: context size H; default ``dim``.
         regression_weight: λ_r of the EMA-target regression (>= 0; 0 removes the EMA branch).
-        class_weight: λ_c of the pseudo-class cross-entropy (>= 0; 0 removes the frozen
-            branch).
+        class_weight: λ_c of the frozen branch's loss (>= 0; 0 removes the frozen branch).
         top_k: EMA-teacher layers averaged into the target (the final layer excluded).
         smooth_l1_beta: ``None`` or 0 for squared error, else smooth-L1 with this β.
         momentum: the EMA momentum schedule (default ``LinearMomentumSchedule()``: 0.999 →
             0.9999 over 30k updates).
-        num_classes: C, pseudo-classes of the frozen teacher (>= 2).
+        frozen_target: ``"classes"`` (cross-entropy onto the frozen teacher's pseudo-classes)
+            or ``"features"`` (regression of its frame features, the paper's "pseudo target
+            vectors": a linear map of the student's last layer, the same error as the EMA
+            regression).
+        frozen_frames: ``"all"`` frames or only the ``"masked"`` ones in the frozen loss.
+        num_classes: C, pseudo-classes of the frozen teacher (>= 2; ``"classes"`` only).
         projection_seed: seed of the fixed random projection.
         mask_prob, mask_span, min_unmasked, min_spans: span masking
             (:class:`~ssl_speech.nn.masking.SpanMasker`).
@@ -131,6 +147,8 @@ class TriNet(Objective):
         top_k: int = 3,
         smooth_l1_beta: float | None = None,
         momentum: LinearMomentumSchedule | None = None,
+        frozen_target: str = "classes",
+        frozen_frames: str = "all",
         num_classes: int = 32,
         projection_seed: int = 0,
         mask_prob: float = 0.065,
@@ -152,6 +170,12 @@ class TriNet(Objective):
             raise ValueError(f"TriNet top_k must be >= 1, got {top_k}")
         if num_classes < 2:
             raise ValueError(f"TriNet num_classes must be >= 2, got {num_classes}")
+        if frozen_target not in FROZEN_TARGETS:
+            raise ValueError(f"TriNet frozen_target must be one of {FROZEN_TARGETS}, got "
+                             f"{frozen_target!r}")
+        if frozen_frames not in FROZEN_FRAMES:
+            raise ValueError(f"TriNet frozen_frames must be one of {FROZEN_FRAMES}, got "
+                             f"{frozen_frames!r}")
         if smooth_l1_beta is not None and smooth_l1_beta < 0:
             raise ValueError(f"TriNet smooth_l1_beta must be >= 0 or null, got {smooth_l1_beta}")
         if regression_weight > 0 and mask_prob <= 0:
@@ -163,6 +187,8 @@ class TriNet(Objective):
         self.top_k = top_k
         self.smooth_l1_beta = smooth_l1_beta
         self.num_classes = num_classes
+        self.frozen_target = frozen_target
+        self.frozen_frames = frozen_frames
         self.momentum = momentum if momentum is not None else LinearMomentumSchedule()
         self.masker = SpanMasker(dim, mask_prob, mask_span, min_unmasked, min_spans)
         H = self.context_dim
@@ -179,8 +205,12 @@ class TriNet(Objective):
         # A plain attribute, not a submodule: never trained nor copied into checkpoints.
         self.teacher: FrozenTeacher | None = None
         self.class_head: nn.Linear | None = None
+        self.feature_head: nn.Linear | None = None
         if class_weight > 0:
             self.teacher = teacher if teacher is not None else FrozenTeacher()
+        if self.teacher is not None and frozen_target == "features":
+            self.feature_head = nn.Linear(H, self.teacher.dim)
+        elif self.teacher is not None:
             generator = torch.Generator().manual_seed(projection_seed)
             projection = torch.randn(num_classes, self.teacher.dim, generator=generator)
             # Unit rows: no class wins the argmax just by a larger norm.
@@ -301,22 +331,53 @@ class TriNet(Objective):
             metrics["teacher/momentum"] = scalar(self.last_momentum, like=loss)
             last.update(prediction=prediction.detach(), target=target)
         if self.teacher is not None:
-            classes = self.pseudo_classes(wav, int(model.encoder.hop), z.shape[1])  # (B, T)
-            logits = self.class_head(layers[-1])  # (B, T, C)
-            cross_entropy = F.cross_entropy(logits.flatten(0, 1).float(), classes.flatten())
-            accuracy = (logits.detach().argmax(dim=-1) == classes).float().mean()
-            loss = loss + self.class_weight * cross_entropy
-            metrics.update({"loss/class": cross_entropy, "acc/class": accuracy, "acc": accuracy})
-            last.update(last=layers[-1].detach(), classes=classes, logits=logits.detach())
+            frozen, frozen_metrics, frozen_last = self._frozen_branch(
+                wav, int(model.encoder.hop), layers[-1], masked.mask)
+            loss = loss + self.class_weight * frozen
+            metrics.update(frozen_metrics)
+            last.update(frozen_last)
         self._last = last
         return ObjectiveOutput(loss, metrics)
+
+    def _frozen_branch(
+        self, wav: Tensor, hop: int, top: Tensor, mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """The frozen branch's loss on the student's last layer ``top (B, T, H)``, its metrics
+        and what the collapse watch keeps; ``mask (B, T)`` the masked frames."""
+        frames = mask if self.frozen_frames == "masked" else None
+        if self.feature_head is not None:
+            target = self.teacher.frames(wav, hop, top.shape[1])  # (B, T, F) float32
+            prediction = self.feature_head(top)
+            weight = frames if frames is not None else torch.ones_like(mask)
+            regression = masked_regression_loss(prediction, target, weight, self.smooth_l1_beta)
+            keep = {"last": top.detach(), "frozen_prediction": prediction.detach(),
+                    "frozen_target": target, "frozen_mask": weight}
+            return regression, {"loss/frozen": regression}, keep
+        classes = self.pseudo_classes(wav, hop, top.shape[1])  # (B, T)
+        logits = self.class_head(top)  # (B, T, C)
+        if frames is None:
+            cross_entropy = F.cross_entropy(logits.flatten(0, 1).float(), classes.flatten())
+            accuracy = (logits.detach().argmax(dim=-1) == classes).float().mean()
+        else:  # weighted by the mask: no data-dependent shapes, no host sync
+            weight = frames.flatten().float()
+            count = weight.sum().clamp_min(1.0)
+            per_frame = F.cross_entropy(logits.flatten(0, 1).float(), classes.flatten(),
+                                        reduction="none")
+            cross_entropy = (per_frame * weight).sum() / count
+            hits = (logits.detach().argmax(dim=-1) == classes).flatten().float()
+            accuracy = (hits * weight).sum() / count
+        metrics = {"loss/class": cross_entropy, "acc/class": accuracy, "acc": accuracy}
+        return cross_entropy, metrics, {"last": top.detach(), "classes": classes,
+                                        "logits": logits.detach()}
 
     def diagnostic_features(self) -> dict[str, Tensor]:
         """The last batch's frames for the collapse watch (``ssl_speech.train.diagnostics``).
 
         ``predictions`` and ``targets`` ``(N, H)`` (masked frames), ``penultimate`` and
         ``last`` student layers ``(B·T, H)``, ``pseudo_classes`` and ``predicted_classes``
-        ``(B·T,)``; only the active branches' entries. Empty before the first forward.
+        ``(B·T,)`` (or, with ``frozen_target="features"``, ``frozen_predictions`` and
+        ``frozen_targets`` ``(N, F)`` on the frames the branch trains on); only the active
+        branches' entries. Empty before the first forward.
         """
         last = self._last
         if not last:
@@ -332,4 +393,9 @@ class TriNet(Objective):
             out["last"] = last["last"].flatten(0, 1)
             out["pseudo_classes"] = last["classes"].flatten()
             out["predicted_classes"] = last["logits"].argmax(dim=-1).flatten()
+        if "frozen_prediction" in last:
+            out["last"] = last["last"].flatten(0, 1)
+            chosen = last["frozen_mask"]
+            out["frozen_predictions"] = last["frozen_prediction"][chosen]
+            out["frozen_targets"] = last["frozen_target"][chosen]
         return out

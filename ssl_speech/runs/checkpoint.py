@@ -243,12 +243,14 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
         UnsafeConfigError: the config names something else, or the weights do not fit.
     """
     path = Path(path)
-    if is_exported_dir(path):
+    if (path / CONFIG_NAME).is_file() and not (path / CHECKPOINT_DIR).is_dir():
         model = SSLModel.from_pretrained(path, map_location=map_location,
                                          extra_classes=extra_classes,
                                          max_parameters=max_parameters)
+        provenance = model.config.get("provenance")
+        step = provenance.get("step") if isinstance(provenance, dict) else None
         model.checkpoint_path = str(path / WEIGHTS_NAME)
-        model.checkpoint_step = int(model.config.get("provenance", {}).get("step") or 0)
+        model.checkpoint_step = step if isinstance(step, int) else 0
         return model
     state = load_checkpoint(path, map_location="cpu")
     source = state["path"]
@@ -258,10 +260,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     model = build_model(config, source, extra_classes, max_parameters)
     check_state_dict(model, state["model"], source)
     model.load_state_dict(state["model"])
-    step = int(state.get("step", 0))
+    step = state.get("step", 0)
     model.to(map_location)
     model.eval()
     model.config = config
     model.checkpoint_path = source
-    model.checkpoint_step = step
+    model.checkpoint_step = step if isinstance(step, int) else 0
     return model

@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,13 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
+                warnings.warn(
+                    "TensorBoard logging is on (trainer.tensorboard=true) but tensorboard is not "
+                    f"installed: metrics go to {self.path} only. Install it (pip install "
+                    "tensorboard) or set trainer.tensorboard=false.",
+                    stacklevel=2,
+                )
+            else:
                 self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def _truncate_after(self, step: int) -> None:

@@ -1,28 +1,32 @@
-"""Does the utility estimate predict which pretext target helps? A small validation study.
+"""Does the utility estimate predict which pretext target helps? The validation study.
 
-On a corpus with phone alignments (the embedded corpus by default), for each candidate
-pseudo-label:
+On a corpus with phone alignments (the embedded corpus by default), with both estimator
+settings (``ours`` and ``reference``, :mod:`ssl_speech.eval.utility`) and both downstream tasks
+(phones, speakers):
 
-1. estimate its utility for the phone task (:func:`ssl_speech.eval.utility.rank_pseudo_labels`
-   on training utterances; lower HSIC: predicted more useful);
-2. pretrain the same small model (CPC encoder and LSTM context) with
-   :class:`~ssl_speech.objectives.pseudo_label_regression.PseudoLabelRegression` on that
-   candidate alone, same seed, same number of steps;
-3. probe it: the linear phone probe (:mod:`ssl_speech.eval.phone_probe`) on frozen context
-   features, frame accuracy on held-out (dev) utterances.
+1. estimate every candidate's utility on training utterances (lower: predicted more useful);
+   the candidates include the two controls, white ``noise`` and ``class_function`` (a fixed
+   random value per class of the task), so the ranking spans the scale;
+2. pretrain the same model (log-mel encoder, LSTM context: the library's defaults) on each
+   candidate alone, for each seed, same budget: :class:`PseudoLabelRegression` on a descriptor,
+   :class:`ClassFunctionRegression` on the class function (one run per task: the phone or the
+   speaker of each frame);
+3. probe each run: linear phone probe (frame accuracy on dev utterances) and linear speaker
+   probe (held-out utterances of the training speakers); the same probes on the untrained
+   model, per seed, are the floor;
+4. Spearman's rho between each setting's estimates and the accuracies of each task (one point
+   per candidate, accuracies averaged over seeds), with a permutation p-value and a bootstrap
+   interval (:mod:`ssl_speech.eval.utility_validation`). The estimator predicts rho < 0.
 
-Then Spearman's rank correlation between the estimates and the accuracies: the estimator works
-if it is clearly negative (lower estimate, higher accuracy). The same probe on the untrained
-model is reported beside them as the floor. Each candidate's result is written to
-``<out>/results/<name>.json`` as soon as it is known and read back on a rerun, and the runs
+The correlation answers only if pretraining helps at the budget: the summary counts the runs
+that probe above the untrained model and says so when most do not. Each run's result is written
+to ``<out>/results/<run>.json`` as soon as it is known and read back on a rerun, and the runs
 resume from their checkpoints, so an interrupted study continues where it stopped.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -31,154 +35,202 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from ssl_speech.data.audio import SAMPLE_RATE
+from ssl_speech.data.batch import Batch
 from ssl_speech.data.corpus import Corpus, Utterance
 from ssl_speech.eval.features import extract_corpus_features
 from ssl_speech.eval.phone_probe import train_phone_probe
 from ssl_speech.eval.quick_probe import pick_utterances
-from ssl_speech.eval.utility import rank_pseudo_labels
+from ssl_speech.eval.speaker_probe import held_out_utterance_split, train_speaker_probe
+from ssl_speech.eval.utility import (
+    CLASS_CONTROL,
+    TASKS,
+    estimate_utilities,
+    estimator_setting,
+    task_segments,
+)
+from ssl_speech.eval.utility import extract_corpus_features as extract_labels
+from ssl_speech.eval.utility_validation import (
+    RankCorrelation,
+    ValidationPanel,
+    ValidationPoint,
+    plot_validation,
+    rank_correlation,
+)
+from ssl_speech.objectives.base import ObjectiveOutput
+from ssl_speech.objectives.pseudo_label_regression import PseudoLabelRegression
 from ssl_speech.signal.pseudo_labels import check_names
 
-CANDIDATES = ("f0", "voicing", "rms", "spectral_centroid", "zcr", "mfcc")
+CANDIDATES = ("f0", "voicing", "rms", "loudness", "spectral_centroid", "spectral_flatness",
+              "zcr", "mfcc", "noise", CLASS_CONTROL)
+
+
+class ClassFunctionRegression(nn.Module):
+    """Regress a fixed function of the downstream class: the class-function control as a target.
+
+    Each frame's target is a standard normal value drawn once per class (seeded by the class
+    index and ``seed``), the class being the frame's phone (``batch.phones``) or the window's
+    speaker (``batch.speaker``); unlabelled frames (-100) are left out. Loss and metrics are
+    those of :class:`PseudoLabelRegression` (a 1-dimensional target), whose head and running
+    standardisation it uses.
+    """
+
+    def __init__(self, classes: str = "phone", context_dim: int = 256, hidden: int | None = None,
+                 loss: str = "mse", momentum: float = 0.01, seed: int = 0,
+                 label: str = "noise") -> None:
+        super().__init__()
+        if classes not in TASKS:
+            raise ValueError(f"ClassFunctionRegression classes must be one of {TASKS}, got "
+                             f"{classes!r} (objective.classes)")
+        del label  # the pseudo-label config's key; the target here is the class function
+        self.classes, self.seed = classes, seed
+        self.regression = PseudoLabelRegression("noise", context_dim, hidden, loss, momentum)
+
+    def class_values(self, labels: Tensor) -> Tensor:
+        """The fixed value of each class in ``labels`` (any shape), NaN where it is -100."""
+        values = torch.full(labels.shape, float("nan"))
+        for c in labels.unique().tolist():
+            if c >= 0:
+                g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(c)) % (1 << 62))
+                values[labels.cpu() == c] = torch.randn(1, generator=g).item()
+        return values.to(labels.device)
+
+    def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
+        _, c = model(batch.wav)
+        if self.classes == "speaker":
+            labels = batch.speaker[:, None].expand(-1, c.shape[1])
+        elif batch.phones is None:
+            raise ValueError("ClassFunctionRegression(classes='phone') needs frame labels in the "
+                             "batch (batch.phones): the training loader must be built with the "
+                             "corpus alignments")
+        else:
+            labels = batch.phones
+        if labels.shape[1] != c.shape[1]:
+            raise ValueError(f"{labels.shape[1]} label frames but the model gives {c.shape[1]}; "
+                             "the class-function control needs a 10 ms encoder (hop 160)")
+        return self.regression.compute(c, self.class_values(labels)[..., None].to(c.device))
 
 
 @dataclass
 class StudySettings:
-    """What the study trains and measures; every candidate gets the same.
+    """What the study trains and measures; every run gets the same.
 
     Attributes:
-        candidates: pseudo-labels to compare.
+        candidates: pseudo-labels to compare (registered names, and ``class_function``).
+        seeds: a run per candidate and seed (and per task for ``class_function``).
+        estimator_settings: the utility settings whose estimates are correlated.
         steps: optimizer steps of each pretraining run.
-        encoder_dim, context_dim: sizes of the CPC encoder and the LSTM context.
-        window, batch_size: training windows (samples) and windows per batch.
-        lr, warmup_steps: AdamW peak learning rate and linear warm-up (cosine decay after).
-        loss: ``"mse"`` or ``"l1"`` regression loss.
-        probe_train_utterances, probe_test_utterances: utterances of the train and dev splits
-            the phone probe trains and is scored on.
-        probe_epochs, probe_lr: the probe's schedule (Adam).
+        encoder, encoder_dim, context_dim: the encoder config (``logmel``: the library's
+            default) and the sizes of the encoder and the LSTM context.
+        window, batch_size, lr, warmup_steps, loss: training windows (samples), windows per
+            batch, AdamW peak learning rate, linear warm-up, ``"mse"`` or ``"l1"``.
+        probe_train_utterances, probe_test_utterances, probe_epochs, probe_lr: the phone probe.
+        speaker_utterances, speaker_epochs: the speaker probe (training utterances, a fifth of
+            each speaker's held out).
         estimate_utterances: training utterances the utility is estimated on.
-        max_per_class: the estimator's cap on segments per phone.
-        seed: the seed of every run, draw and probe.
+        class_function_tasks: the tasks whose class function is trained (``phone`` needs a
+            training loader that puts the alignments in the batch).
         threads: torch CPU threads.
     """
 
     candidates: tuple[str, ...] = CANDIDATES
-    steps: int = 300
+    seeds: tuple[int, ...] = (0, 1)
+    estimator_settings: tuple[str, ...] = ("ours", "reference")
+    steps: int = 1500
+    encoder: str = "logmel"
     encoder_dim: int = 128
     context_dim: int = 128
     window: int = 20480
     batch_size: int = 8
     lr: float = 1e-3
-    warmup_steps: int = 30
+    warmup_steps: int = 100
     loss: str = "mse"
     probe_train_utterances: int = 200
     probe_test_utterances: int = 100
     probe_epochs: int = 20
     probe_lr: float = 2e-3
+    speaker_utterances: int = 400
+    speaker_epochs: int = 50
     estimate_utterances: int = 200
-    max_per_class: int = 500
-    seed: int = 0
+    class_function_tasks: tuple[str, ...] = TASKS
     threads: int = 1
 
     def __post_init__(self) -> None:
-        self.candidates = tuple(check_names(self.candidates))
+        self.candidates = tuple(self.candidates)
+        check_names([c for c in self.candidates if c != CLASS_CONTROL])
         if len(self.candidates) < 3:
             raise ValueError(f"a rank correlation needs at least 3 candidates, got "
                              f"{list(self.candidates)}")
+        self.seeds, self.estimator_settings = tuple(self.seeds), tuple(self.estimator_settings)
+        if not self.seeds:
+            raise ValueError("StudySettings.seeds needs at least one seed")
+        for name in self.estimator_settings:
+            estimator_setting(name)
+        self.class_function_tasks = tuple(self.class_function_tasks)
+        if not set(self.class_function_tasks) <= set(TASKS):
+            raise ValueError(f"class_function_tasks must be among {TASKS}, got "
+                             f"{self.class_function_tasks}")
         for name in ("steps", "encoder_dim", "context_dim", "batch_size", "probe_epochs",
-                     "probe_train_utterances", "probe_test_utterances", "estimate_utterances",
-                     "threads"):
+                     "probe_train_utterances", "probe_test_utterances", "speaker_utterances",
+                     "speaker_epochs", "estimate_utterances", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StudySettings.{name} must be >= 1, got {getattr(self, name)}")
 
+    def runs(self) -> list[tuple[str, str, int, str | None]]:
+        """``(run name, candidate, seed, class-function task)`` in training order: every
+        descriptor run first, the class-function runs (one per task) last."""
+        plain = [(f"{c}-seed{s}", c, s, None) for s in self.seeds for c in self.candidates
+                 if c != CLASS_CONTROL]
+        controls = [(f"{CLASS_CONTROL}-{t}-seed{s}", CLASS_CONTROL, s, t) for s in self.seeds
+                    for t in self.class_function_tasks] if CLASS_CONTROL in self.candidates else []
+        return plain + controls
+
 
 @dataclass
-class CandidateResult:
-    """One candidate: its utility estimates, its probe accuracy and its training figures.
+class RunResult:
+    """One pretraining run and its probes (``None``: that task was not probed: a
+    class-function run is probed on its own task only)."""
 
-    ``final_loss`` is the regression loss (in standard deviations of the pseudo-label) averaged
-    over the last five logged training records: how well the pretext task itself was learnt.
-    ``train_seconds`` comes from the run's log, so a study continued later reports it too.
-    """
-
-    name: str
-    hsic_uniform: float
-    hsic_weighted: float
-    probe_accuracy: float
+    run: str
+    candidate: str
+    seed: int
+    phone_accuracy: float | None
+    speaker_accuracy: float | None
     final_loss: float
     train_seconds: float
 
 
 @dataclass
 class StudyResult:
-    """All candidates, the untrained floor and the rank correlations.
+    """Runs, estimates, floors and correlations.
 
     Attributes:
-        rows: one :class:`CandidateResult` per candidate, in the settings' order.
-        untrained_accuracy: the probe on the same architecture at initialisation.
-        spearman_uniform, spearman_weighted: ``(rho, p)`` between each average of the estimate
-            and the probe accuracy (``p``: two-sided, exact permutation test).
+        runs: one :class:`RunResult` per run.
+        estimates: ``{setting: {task: {candidate: uniform HSIC}}}``.
+        untrained: ``{task: [accuracy of the untrained model, per seed]}``.
+        correlations: ``{setting: {task: RankCorrelation as a dict}}``.
+        above_untrained: ``{task: share of the non-control runs above the mean floor}``.
     """
 
-    rows: list[CandidateResult]
-    untrained_accuracy: float
-    spearman_uniform: tuple[float, float]
-    spearman_weighted: tuple[float, float]
+    runs: list[RunResult]
+    estimates: dict[str, dict[str, dict[str, float]]]
+    untrained: dict[str, list[float]]
+    correlations: dict[str, dict[str, dict]]
+    above_untrained: dict[str, float]
     settings: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
-# Rank correlation
+# Runs and probes
 # --------------------------------------------------------------------------------------------
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties given their average rank."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float], max_exact: int = 9,
-             permutations: int = 100_000, seed: int = 0) -> tuple[float, float]:
-    """Spearman's rho and its two-sided permutation p-value.
-
-    The p-value is the share of permutations of ``y`` whose |rho| reaches the observed one:
-    all ``n!`` of them for ``n <= max_exact``, else ``permutations`` random ones.
-    """
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or a.size < 3:
-        raise ValueError(f"need two sequences of the same length >= 3, got {a.shape}, {b.shape}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("spearman: the values must be finite")
-    ra, rb = _ranks(a) - (a.size + 1) / 2, _ranks(b) - (b.size + 1) / 2
-    norm = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
-    if norm == 0:
-        return float("nan"), float("nan")
-    rho = float((ra * rb).sum() / norm)
-    if a.size <= max_exact:
-        shuffled = np.array(list(itertools.permutations(rb)))
-    else:
-        rng = np.random.default_rng(seed)
-        shuffled = rng.permuted(np.tile(rb, (permutations, 1)), axis=1)
-    null = np.abs(shuffled @ ra / norm)
-    p = float(np.mean(null >= abs(rho) - 1e-12))
-    return rho, p
-
-
-# --------------------------------------------------------------------------------------------
-# The study
-# --------------------------------------------------------------------------------------------
-
-
-def compose_run_config(settings: StudySettings, candidate: str, run_dir: Path,
-                       corpus_root: Path | None = None, extra: Sequence[str] = ()):
-    """The training config of one candidate's run (Hydra's compose API)."""
+def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_dir: Path,
+                       corpus_root: Path | None = None, class_task: str | None = None,
+                       extra: Sequence[str] = ()):
+    """The training config of one run (Hydra's compose API)."""
     from hydra import compose, initialize_config_dir
 
     from ssl_speech.config import config_dir
@@ -188,9 +240,14 @@ def compose_run_config(settings: StudySettings, candidate: str, run_dir: Path,
         f"data.alignments={corpus_root}/alignments.txt", "data.train_split=train",
         "data.dev_split=dev",
     ]
+    target = [f"objective.label={candidate}"] if class_task is None else [
+        "objective.label=noise",
+        f"objective._target_={__name__}.{ClassFunctionRegression.__name__}",
+        f"+objective.classes={class_task}", f"+objective.seed={seed}",
+    ]
     overrides = [
-        *data, "objective=pseudo_label", f"objective.label={candidate}",
-        f"objective.loss={settings.loss}", "encoder=cpc", "context=lstm",
+        *data, "objective=pseudo_label", *target, f"objective.loss={settings.loss}",
+        f"encoder={settings.encoder}", "context=lstm",
         f"encoder.dim={settings.encoder_dim}", f"context.dim={settings.context_dim}",
         f"data.window={settings.window}", f"data.batch_size={settings.batch_size}",
         "optim=adamw", f"optim.optimizer.lr={settings.lr}",
@@ -199,8 +256,8 @@ def compose_run_config(settings: StudySettings, candidate: str, run_dir: Path,
         "trainer.val_every=0", f"trainer.log_every={max(1, min(10, settings.steps // 10))}",
         "trainer.progress=false",
         "trainer.tensorboard=false", "trainer.device=cpu", f"trainer.threads={settings.threads}",
-        "probe.enabled=false", f"seed={settings.seed}", f"run_dir={run_dir}",
-        f"run_name=pseudo_label-{candidate}", *extra,
+        "probe.enabled=false", f"seed={seed}", f"run_dir={run_dir}",
+        f"run_name=pseudo_label-{run_dir.name}", *extra,
     ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
@@ -221,24 +278,87 @@ def _training_figures(run_dir: Path, records: int = 5) -> tuple[float, float]:
 
 
 def _probe_accuracy(model: torch.nn.Module, train: list[Utterance], test: list[Utterance],
-                    alignments: dict[str, np.ndarray], settings: StudySettings) -> float:
+                    alignments: dict[str, np.ndarray], settings: StudySettings,
+                    seed: int = 0) -> float:
     features = {name: extract_corpus_features(model, utts, "context")
                 for name, utts in (("train", train), ("test", test))}
     results = train_phone_probe(
         features["train"], {u.id: alignments[u.id] for u in train},
         {"dev": (features["test"], {u.id: alignments[u.id] for u in test})},
-        epochs=settings.probe_epochs, lr=settings.probe_lr, seed=settings.seed,
+        epochs=settings.probe_epochs, lr=settings.probe_lr, seed=seed,
         frame_step=float(model.hop) / SAMPLE_RATE,
     )
     return results["dev"].accuracy
 
 
+def _speaker_accuracy(model: torch.nn.Module, utterances: list[Utterance],
+                      settings: StudySettings, seed: int = 0) -> float:
+    speakers = {u.id: u.speaker for u in utterances}
+    train_ids, test_ids = held_out_utterance_split(speakers, 0.2, seed)
+    features = extract_corpus_features(model, utterances, "context")
+    results = train_speaker_probe(
+        {u: features[u] for u in train_ids}, {u: speakers[u] for u in train_ids},
+        {"held_out": ({u: features[u] for u in test_ids}, {u: speakers[u] for u in test_ids})},
+        epochs=settings.speaker_epochs, seed=seed)
+    return results["held_out"].accuracy
+
+
+def _estimates(settings: StudySettings, utterances: list[Utterance],
+               alignments: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
+    names = [c for c in settings.candidates if c != CLASS_CONTROL]
+    features = extract_labels(utterances, names)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in settings.estimator_settings:
+        setting = estimator_setting(name)
+        out[name] = {}
+        for task in TASKS:
+            segments = task_segments(features, task, alignments,
+                                     chunk_frames=setting.speaker_chunk_frames)
+            estimates = estimate_utilities(features, segments, task, setting,
+                                           controls=CLASS_CONTROL in settings.candidates,
+                                           seed=settings.seeds[0])
+            out[name][task] = {e.name: e.uniform for e in estimates}
+    return out
+
+
+def candidate_accuracies(runs: Sequence[RunResult], task: str) -> dict[str, float]:
+    """Each candidate's accuracy on ``task``, averaged over its runs (seeds) probed on it."""
+    key = f"{task}_accuracy"
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        if getattr(r, key) is not None:
+            by.setdefault(r.candidate, []).append(getattr(r, key))
+    return {c: float(np.mean(v)) for c, v in by.items()}
+
+
+def correlations(runs: Sequence[RunResult], estimates: dict[str, dict[str, dict[str, float]]],
+                 seed: int = 0) -> dict[str, dict[str, RankCorrelation]]:
+    """Spearman's rho of each setting's and task's estimates with the candidates' accuracies
+    (candidates whose estimate is undefined, NaN, are left out)."""
+    out: dict[str, dict[str, RankCorrelation]] = {}
+    for setting, by_task in estimates.items():
+        out[setting] = {}
+        for task, values in by_task.items():
+            accuracy = candidate_accuracies(runs, task)
+            common = [c for c in accuracy if c in values and np.isfinite(values[c])]
+            if len(common) >= 3:
+                out[setting][task] = rank_correlation([values[c] for c in common],
+                                                      [accuracy[c] for c in common], seed)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------------------------
+
+
 def run_study(out_dir: str | Path, settings: StudySettings | None = None,
               corpus_root: str | Path | None = None, log=print) -> StudyResult:
-    """Run (or continue) the study and write ``study.json`` and ``study.md`` to ``out_dir``.
+    """Run (or continue) the study; write ``study.json``, ``study.md`` and ``study.png``
+    (without matplotlib: no plot) to ``out_dir``.
 
     Args:
-        out_dir: where runs, per-candidate results and the summary go.
+        out_dir: where runs, per-run results and the summary go.
         settings: what to train and measure (defaults: :class:`StudySettings`).
         corpus_root: a corpus in LibriSpeech layout with ``alignments.txt`` and ``splits/``
             (default: the embedded corpus, generated if needed).
@@ -255,80 +375,118 @@ def run_study(out_dir: str | Path, settings: StudySettings | None = None,
     (out / "results").mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
     root = Path(corpus_root) if corpus_root is not None else None
-    first_cfg = compose_run_config(settings, settings.candidates[0], out / "runs" / "untrained",
-                                   root)
+    seed0 = settings.seeds[0]
+    first_cfg = compose_run_config(settings, "rms", seed0, out / "runs" / "untrained", root)
     source = build.resolve_data_source(first_cfg.data, progress=False)
     alignments = read_alignments(source.alignments)
     train_corpus: Corpus = load_corpus(root=source.root, split="train")
     dev_corpus: Corpus = load_corpus(root=source.root, split="dev")
-    probe_train = pick_utterances(train_corpus, settings.probe_train_utterances, settings.seed)
-    probe_test = pick_utterances(dev_corpus, settings.probe_test_utterances, settings.seed + 1)
+    probe_train = pick_utterances(train_corpus, settings.probe_train_utterances, seed0)
+    probe_test = pick_utterances(dev_corpus, settings.probe_test_utterances, seed0 + 1)
+    speaker_utts = pick_utterances(train_corpus, settings.speaker_utterances, seed0 + 3)
+
+    def probe(model: nn.Module, seed: int, tasks: Sequence[str]) -> dict[str, float | None]:
+        return {
+            "phone": _probe_accuracy(model, probe_train, probe_test, alignments, settings, seed)
+            if "phone" in tasks else None,
+            "speaker": _speaker_accuracy(model, speaker_utts, settings, seed)
+            if "speaker" in tasks else None,
+        }
 
     log(f"utility estimates of {len(settings.candidates)} candidates on "
         f"{settings.estimate_utterances} training utterances")
     began = time.perf_counter()
-    estimates = {e.name: e for e in rank_pseudo_labels(
-        pick_utterances(train_corpus, settings.estimate_utterances, settings.seed + 2),
-        settings.candidates, task="phone", alignments=alignments,
-        max_per_class=settings.max_per_class, seed=settings.seed)}
+    estimates = _estimates(settings, pick_utterances(
+        train_corpus, settings.estimate_utterances, seed0 + 2), alignments)
     log(f"  done in {time.perf_counter() - began:.0f} s")
 
-    seed_everything(settings.seed)
-    untrained = build.build_model(first_cfg)
-    untrained_accuracy = _probe_accuracy(untrained, probe_train, probe_test, alignments,
-                                         settings)
-    log(f"untrained model: probe accuracy {100 * untrained_accuracy:.2f} %")
+    untrained: dict[str, list[float]] = {task: [] for task in TASKS}
+    for seed in settings.seeds:
+        seed_everything(seed)
+        floor = probe(build.build_model(first_cfg), seed, TASKS)
+        for task in TASKS:
+            untrained[task].append(floor[task])
+        log(f"untrained model, seed {seed}: phone {100 * floor['phone']:.2f} %, speaker "
+            f"{100 * floor['speaker']:.2f} %")
 
-    rows = []
-    for name in settings.candidates:
-        saved = out / "results" / f"{name}.json"
+    runs = []
+    for run_name, candidate, seed, class_task in settings.runs():
+        saved = out / "results" / f"{run_name}.json"
         if saved.is_file():
-            rows.append(CandidateResult(**json.loads(saved.read_text())))
-            log(f"{name}: read back from {saved}")
+            runs.append(RunResult(**json.loads(saved.read_text())))
+            log(f"{run_name}: read back from {saved}")
             continue
-        run_dir = out / "runs" / name
-        result = run(compose_run_config(settings, name, run_dir, root))
+        run_dir = out / "runs" / run_name
+        result = run(compose_run_config(settings, candidate, seed, run_dir, root, class_task))
         final_loss, seconds = _training_figures(run_dir)
-        accuracy = _probe_accuracy(result.model, probe_train, probe_test, alignments, settings)
-        row = CandidateResult(
-            name=name, hsic_uniform=estimates[name].uniform,
-            hsic_weighted=estimates[name].weighted, probe_accuracy=accuracy,
-            final_loss=final_loss, train_seconds=seconds,
-        )
+        accuracy = probe(result.model, seed, TASKS if class_task is None else (class_task,))
+        row = RunResult(run_name, candidate, seed, accuracy["phone"], accuracy["speaker"],
+                        final_loss, seconds)
         saved.write_text(json.dumps(asdict(row), indent=2) + "\n")
-        rows.append(row)
-        log(f"{name}: HSIC {row.hsic_uniform:.4g}, probe accuracy {100 * accuracy:.2f} % "
-            f"(trained in {seconds:.0f} s, final regression loss {row.final_loss:.3f})")
+        runs.append(row)
+        shown = ", ".join(f"{t} {100 * a:.2f} %" for t, a in accuracy.items() if a is not None)
+        log(f"{run_name}: {shown} (trained in {seconds:.0f} s, final loss {final_loss:.3f})")
 
-    accuracies = [r.probe_accuracy for r in rows]
+    above = {}
+    for task in TASKS:
+        floor = float(np.mean(untrained[task]))
+        scored = [getattr(r, f"{task}_accuracy") for r in runs
+                  if r.candidate not in ("noise", CLASS_CONTROL)
+                  and getattr(r, f"{task}_accuracy") is not None]
+        above[task] = float(np.mean([a > floor for a in scored])) if scored else float("nan")
     study = StudyResult(
-        rows=rows, untrained_accuracy=untrained_accuracy,
-        spearman_uniform=spearman([r.hsic_uniform for r in rows], accuracies),
-        spearman_weighted=spearman([r.hsic_weighted for r in rows], accuracies),
-        settings=asdict(settings),
-    )
+        runs=runs, estimates=estimates, untrained=untrained,
+        correlations={s: {t: asdict(c) for t, c in by.items()}
+                      for s, by in correlations(runs, estimates, seed0).items()},
+        above_untrained=above, settings=asdict(settings))
     (out / "study.json").write_text(json.dumps(asdict(study), indent=2) + "\n")
     (out / "study.md").write_text(format_study(study) + "\n")
+    plot_study(study, out / "study.png")
     return study
 
 
 def format_study(study: StudyResult) -> str:
-    """A Markdown table of the candidates, the floor and the correlations."""
-    lines = [
-        "| pseudo-label | HSIC (uniform) | HSIC (weighted) | phone probe acc. (%) | "
-        "final train loss | train s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in sorted(study.rows, key=lambda r: r.hsic_uniform):
-        lines.append(f"| {r.name} | {r.hsic_uniform:.5f} | {r.hsic_weighted:.5f} | "
-                     f"{100 * r.probe_accuracy:.2f} | {r.final_loss:.3f} | {r.train_seconds:.0f} |")
-    lines.append(f"| (untrained) | | | {100 * study.untrained_accuracy:.2f} | | |")
-    for label, (rho, p) in (("uniform", study.spearman_uniform),
-                            ("weighted", study.spearman_weighted)):
-        lines.append(f"\nSpearman rho (HSIC {label} vs probe accuracy): {rho:+.3f}, "
-                     f"two-sided permutation p = {p:.3f} (n = {len(study.rows)}; the estimator "
-                     "predicts rho < 0)")
+    """Markdown: per candidate its estimates and accuracies, the floors, the correlations."""
+    settings = list(study.estimates)
+    head = ["candidate"] + [f"{s} {t}" for s in settings for t in TASKS] + [
+        f"{t} acc. (%)" for t in TASKS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    accuracy = {t: candidate_accuracies(study.runs, t) for t in TASKS}
+    for c in dict.fromkeys(r.candidate for r in study.runs):
+        cells = [c] + [f"{study.estimates[s][t].get(c, float('nan')):.4g}" for s in settings
+                       for t in TASKS]
+        cells += [f"{100 * accuracy[t][c]:.2f}" if c in accuracy[t] else "" for t in TASKS]
+        lines.append("| " + " | ".join(cells) + " |")
+    floors = [f"{100 * np.mean(study.untrained[t]):.2f}" for t in TASKS]
+    lines.append("| (untrained) | " + " | " * (len(settings) * len(TASKS) - 1) + " | "
+                 + " | ".join(floors) + " |")
+    lines.append("")
+    for t in TASKS:
+        lines.append(f"- {t}: {100 * study.above_untrained[t]:.0f} % of the descriptor runs "
+                     "probe above the untrained model"
+                     + ("" if study.above_untrained[t] >= 0.5 else
+                        " (most do not: the budget is too small for the correlation to answer)"))
+    for s, by in study.correlations.items():
+        for t, c in by.items():
+            lines.append(f"- Spearman, {s} estimate vs {t} accuracy: "
+                         f"{RankCorrelation(**c).describe()} (the estimator predicts rho < 0)")
     return "\n".join(lines)
+
+
+def plot_study(study: StudyResult, path: str | Path) -> Path | None:
+    """Estimate vs probe accuracy, one point per run (marker: seed; controls in red), a panel
+    per setting and task, the untrained floor dashed (needs matplotlib, else ``None``)."""
+    panels = []
+    for s in study.estimates:
+        for t in TASKS:
+            points = [ValidationPoint(study.estimates[s][t].get(r.candidate, float("nan")),
+                                      getattr(r, f"{t}_accuracy"), r.candidate, r.seed,
+                                      r.candidate in ("noise", CLASS_CONTROL))
+                      for r in study.runs if getattr(r, f"{t}_accuracy") is not None]
+            panels.append(ValidationPanel(f"{s} estimate (lower: predicted more useful)",
+                                          f"{t} probe accuracy", points,
+                                          float(np.mean(study.untrained[t]))))
+    return plot_validation(panels, path, columns=len(TASKS))
 
 
 def main_log(line: str) -> None:

@@ -56,9 +56,9 @@ def train(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     trainer_cfg = cfg.trainer
     if trainer_cfg.get("threads"):
         torch.set_num_threads(int(trainer_cfg.threads))
-    ctx = init_distributed(str(trainer_cfg.device),
-                           timeout_s=float(trainer_cfg.get("collective_timeout_s")
-                                           or DEFAULT_TIMEOUT_S))
+    timeout_s = trainer_cfg.get("collective_timeout_s")
+    ctx = init_distributed(str(trainer_cfg.device), timeout_s=float(
+        DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s))
     try:
         run_dir = Path(cfg.run_dir)
         progress = bool(trainer_cfg.progress) and ctx.is_main

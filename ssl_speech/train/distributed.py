@@ -96,22 +96,34 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+# How a failed collective shows inside computation (e.g. DDP's gradient all-reduce during
+# backward): a plain RuntimeError from the backend, named by its text.
+_BACKEND_MARKERS = ("gloo", "NCCL", "ProcessGroup", "Connection closed", "Connection reset",
+                    "Timed out", "timed out")
+
+
+def _is_collective_failure(error: BaseException, computing: bool) -> bool:
+    if isinstance(error, dist.DistError):
+        return True
+    if not isinstance(error, RuntimeError):
+        return False
+    return not computing or any(marker in str(error) for marker in _BACKEND_MARKERS)
+
+
 @contextlib.contextmanager
-def collective(what: str, ctx: DistributedContext, only_dist_errors: bool = False,
-               ) -> Iterator[None]:
+def collective(what: str, ctx: DistributedContext, computing: bool = False) -> Iterator[None]:
     """Turn a failed or timed-out collective into a :class:`CollectiveError` naming the rank.
 
-    ``only_dist_errors``: around code that also computes (a training step), convert only
-    torch's distributed errors, so that a model's own ``RuntimeError`` keeps its name.
+    ``computing``: the block also computes (a training step), so only errors from torch's
+    distributed backend are converted; a model's own ``RuntimeError`` keeps its name.
     """
     if not ctx.enabled:
         yield
         return
-    caught = dist.DistError if only_dist_errors else RuntimeError
     try:
         yield
-    except caught as error:
-        if isinstance(error, CollectiveError):
+    except RuntimeError as error:
+        if isinstance(error, CollectiveError) or not _is_collective_failure(error, computing):
             raise
         raise CollectiveError(
             f"rank {ctx.rank} of {ctx.world_size}: {what} failed or waited more than "

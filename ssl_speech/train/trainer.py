@@ -12,11 +12,8 @@ parameters together and averages whatever metrics the objective returns.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import sys
-import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,6 @@ from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.batch import Batch
 from ssl_speech.objectives.base import Objective
 from ssl_speech.runs import checkpoint as ckpt
-from ssl_speech.runs.metrics_log import MetricsLogger
 from ssl_speech.train.collapse_watch import CollapseWatch
 from ssl_speech.train.distributed import (
     DistributedContext,
@@ -43,14 +39,10 @@ from ssl_speech.train.errors import TrainingStoppedError
 from ssl_speech.train.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler
 from ssl_speech.train.resume_check import check_resume_config
 from ssl_speech.train.rng import capture_rng_state, restore_rng_state
+from ssl_speech.train.run_logs import MetricWindow, RunLogs
 from ssl_speech.train.settings import PRECISIONS, TrainerSettings
 
 __all__ = ["PreemptedExit", "TrainModule", "Trainer", "TrainerSettings", "TrainingStoppedError"]
-
-TENSORBOARD_HINT = ("trainer.tensorboard=true but tensorboard is not installed, so no "
-                    "TensorBoard logs are written: pip install 'ssl_speech[tensorboard]', or "
-                    "set trainer.tensorboard=false")
-
 
 class PreemptedExit(SystemExit):
     """Raised after a preemption checkpoint; exits with :data:`PREEMPTED_EXIT_CODE`."""
@@ -70,25 +62,6 @@ class TrainModule(nn.Module):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.objective(self.model, batch)
         return out.loss, out.metrics
-
-
-class _LogWindow:
-    """Training metrics summed over the steps since the last log line (kept on the device)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.count = 0
-        self.audio_seconds = 0.0
-        self.tick = time.perf_counter()
-
-    def add(self, metrics: dict[str, Tensor], audio_seconds: float) -> None:
-        for name, value in metrics.items():
-            self.sums[name] = self.sums.get(name, 0) + value
-        self.count += 1
-        self.audio_seconds += audio_seconds
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.tick
 
 
 class Trainer:
@@ -152,8 +125,7 @@ class Trainer:
             settings.diagnostics_every, settings.diagnostics_steps, settings.diagnostics_frames,
             settings.collapse, reduce=lambda values: self._reduce(values, 1),
             autocast=self.autocast, device=self.device)
-        self.logger: MetricsLogger | None = None
-        self._wandb: Any = None
+        self.logs: RunLogs | None = None
         self._bar: tqdm | None = None
 
     # ----------------------------------------------------------------- state
@@ -220,11 +192,20 @@ class Trainer:
         resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
         if resume in ("false", "no", "0"):
             return False
-        source = self.run_dir if resume in ("auto", "true", "yes", "1") else Path(resume)
-        found = ckpt.latest_valid_checkpoint(source) if source.is_dir() else source
+        explicit = resume not in ("auto", "true", "yes", "1")
+        source = Path(resume) if explicit else self.run_dir
+        if explicit and not source.exists():
+            raise ckpt.CheckpointError(
+                f"trainer.resume={resume}: no such file or directory; give a checkpoint file or "
+                "a run directory, or use auto (the default) or false")
+        if source.is_dir():
+            found = ckpt.latest_valid_checkpoint(source)
+        else:
+            found = source if explicit else None  # a run that has not started yet
         if found is None:
-            if resume in ("true", "yes", "1"):
-                raise ckpt.CheckpointError(f"trainer.resume=true but {source} has no checkpoint")
+            if resume != "auto":
+                raise ckpt.CheckpointError(f"trainer.resume={resume} but {source} has no usable "
+                                           "checkpoint; use auto or false to start afresh")
             return False
         state = ckpt.load_checkpoint(found, map_location=self.device)
         changes = check_resume_config(state.get("config") or {}, self.config,
@@ -257,7 +238,7 @@ class Trainer:
         counted; too many in a row raise :class:`TrainingStoppedError`.
         """
         with collective("the gradient all-reduce of a training step", self.ctx,
-                        only_dist_errors=True):
+                        computing=True):
             loss, metrics = self._forward_backward(micro_batches)
         self.last_step_updated = self._optimizer_step(loss, metrics)
         self.step += 1
@@ -349,7 +330,8 @@ class Trainer:
         """Train to ``settings.max_steps``; returns the last logged training metrics."""
         s = self.settings
         resumed = self.maybe_resume(resume)
-        self._open_logs(resumed)
+        self.logs = RunLogs(self.run_dir, s, self.ctx.is_main, self.config, self.step,
+                            resumed)
         if self.step >= s.max_steps:
             self._print(f"run already complete at step {self.step} (trainer.max_steps="
                         f"{s.max_steps}); nothing to train")
@@ -357,7 +339,7 @@ class Trainer:
             return {}
         self._bar = tqdm(total=s.max_steps, initial=self.step, disable=not (
             s.progress and self.ctx.is_main), dynamic_ncols=True, desc="train", file=sys.stderr)
-        window, last = _LogWindow(), {}
+        window, last = MetricWindow(), {}
         batches = self._batches()
         self.module.train()
         with PreemptionHandler() as preemption:
@@ -370,7 +352,7 @@ class Trainer:
                 window.add(metrics, self._audio_seconds(micro))
                 if diagnostics or self.step % s.log_every == 0 or self.step == s.max_steps:
                     last = self._log_training(window, diagnostics)
-                    window = _LogWindow()
+                    window = MetricWindow()
                 self._maybe_validate()
                 self._exit_if_preempted(preemption, saved=False)
                 self._maybe_checkpoint()
@@ -389,7 +371,7 @@ class Trainer:
             self.epoch += 1
             self.consumed = 0
 
-    def _log_training(self, window: _LogWindow, diagnostics: dict[str, float],
+    def _log_training(self, window: MetricWindow, diagnostics: dict[str, float],
                       ) -> dict[str, float]:
         values = {**self._reduce(window.sums, window.count), **diagnostics}
         values["audio_s_per_s"] = window.audio_seconds * self.ctx.world_size / window.elapsed()
@@ -431,35 +413,17 @@ class Trainer:
             self.save()
 
     # ----------------------------------------------------------------- output
-    def _open_logs(self, resumed: bool) -> None:
-        s = self.settings
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if s.tensorboard and importlib.util.find_spec("tensorboard") is None:
-                warnings.warn(TENSORBOARD_HINT, stacklevel=3)
-        self.logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main,
-                                    tensorboard=s.tensorboard,
-                                    resume_step=self.step if resumed else None)
-        if s.wandb is not None and self.ctx.is_main:
-            from ssl_speech.train.wandb_logger import WandbLogger
-
-            self._wandb = WandbLogger(s.wandb, self.run_dir, self.config, resume=resumed)
-
     def _log(self, values: dict[str, float], split: str, **extra: Any) -> None:
-        if self.logger is not None:
-            self.logger.log(self.step, values, split=split, **extra)
-        if self._wandb is not None:
-            self._wandb.log(self.step, values, split=split)
+        if self.logs is not None:
+            self.logs.log(self.step, values, split, **extra)
 
     def _close_logs(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self.logger is not None:
-            self.logger.close()
-        if self._wandb is not None:
-            self._wandb.close()
-            self._wandb = None
+        if self.logs is not None:
+            self.logs.close()
+            self.logs = None
 
     def _print(self, message: str) -> None:
         if self.ctx.is_main:

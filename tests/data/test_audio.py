@@ -83,6 +83,13 @@ def test_request_outside_the_file_is_a_caller_error(tmp_path, audio_file):
         read_audio(path, target_sr=0)
 
 
+def test_a_file_whose_length_changed_since_the_scan_is_named(tmp_path, audio_file):
+    path = audio_file(tmp_path / "a.flac", 1000)
+    assert len(read_audio(path, 0, 100, expected_total=1000)) == 100
+    with pytest.raises(AudioError, match=r"a\.flac: changed since the corpus scan: 1000 samples"):
+        read_audio(path, 0, 100, expected_total=1200)
+
+
 # ----------------------------------------------------------------------------- bad files
 def _truncated_flac(tmp_path, audio_file) -> Path:
     path = audio_file(tmp_path / "cut.flac", 48000, seed=3)

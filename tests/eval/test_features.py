@@ -11,13 +11,13 @@ import torch
 
 from ssl_speech import load_model
 from ssl_speech.data.corpus import load_corpus
+from ssl_speech.eval.export import export_features
 from ssl_speech.eval.features import (
     FEATURES_JSON,
     ComputedFeatures,
     FeatureDir,
     baseline_features_of,
     check_frame_step,
-    export_features,
     file_sha256,
     model_features,
     open_features,
@@ -168,3 +168,21 @@ def test_open_features_tells_sources_apart(tmp_path, utterances, checkpoint):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no checkpoints/"):
         open_features(tmp_path / "empty", lambda: utterances)
+
+
+def test_float16_export_halves_the_files_and_reads_back_as_float32(tmp_path, utterances):
+    source = baseline_features_of(utterances[:2])
+    full = export_features(source, tmp_path / "full", progress=False)
+    half = export_features(source, tmp_path / "half", progress=False, dtype="float16")
+    assert json.loads((half / FEATURES_JSON).read_text())["dtype"] == "float16"
+    utt = utterances[0].id
+    assert np.load(half / f"{utt}.npy").dtype == np.float16
+    assert (half / f"{utt}.npy").stat().st_size < 0.6 * (full / f"{utt}.npy").stat().st_size
+    read = FeatureDir(half)[utt]
+    assert read.dtype == np.float32
+    np.testing.assert_allclose(read, FeatureDir(full)[utt], rtol=1e-3, atol=1e-3)
+    # another dtype is another export: the files are replaced
+    export_features(source, half, progress=False, dtype="float32")
+    assert np.load(half / f"{utt}.npy").dtype == np.float32
+    with pytest.raises(ValueError, match="export dtype must be one of"):
+        export_features(source, tmp_path / "x", progress=False, dtype="int8")

@@ -12,8 +12,6 @@ from ssl_speech.integrations.s3prl import UpstreamExpert, ssl_speech_local
 from ssl_speech.nn.model_config import build_model
 from ssl_speech.runs.export import export_model
 
-pytest.importorskip("safetensors")
-
 ENCODER = {"_target_": "ssl_speech.nn.encoders.CPCEncoder", "dim": 16}
 BITRANSFORMER = {"_target_": "ssl_speech.nn.context.BidirectionalTransformerContext",
                  "input_dim": 16, "dim": 16, "num_layers": 3, "num_heads": 2, "ffn_dim": 32}
@@ -22,10 +20,15 @@ LSTM = {"_target_": "ssl_speech.nn.context.LSTMContext", "input_dim": 16, "dim":
 
 
 @pytest.fixture
-def exported(tmp_path):
+def model():
     torch.manual_seed(0)
-    return export_model(build_model({"encoder": ENCODER, "context": BITRANSFORMER}, "test"),
-                        tmp_path / "exported")
+    return build_model({"encoder": ENCODER, "context": BITRANSFORMER}, "test")
+
+
+@pytest.fixture
+def exported(model, tmp_path):
+    pytest.importorskip("safetensors")
+    return export_model(model, tmp_path / "exported")
 
 
 def waves() -> list[torch.Tensor]:
@@ -33,8 +36,8 @@ def waves() -> list[torch.Tensor]:
     return [torch.randn(16000), torch.randn(11000 + 33), torch.randn(4000)]
 
 
-def test_forward_follows_the_upstream_contract(exported):
-    expert = ssl_speech_local(str(exported))
+def test_forward_follows_the_upstream_contract(model):
+    expert = ssl_speech_local(model)
     wavs = waves()
     out = expert(wavs)
     hidden = out["hidden_states"]
@@ -51,29 +54,35 @@ def test_forward_follows_the_upstream_contract(exported):
             assert not h[b, T:].any()
 
 
-def test_layers_of_another_size_than_the_context_stay_out_of_hidden_states(tmp_path):
-    model = build_model({"encoder": ENCODER, "context": LSTM}, "test")
-    expert = UpstreamExpert(export_model(model, tmp_path / "lstm"))
+def test_layers_of_another_size_than_the_context_stay_out_of_hidden_states():
+    expert = UpstreamExpert(build_model({"encoder": ENCODER, "context": LSTM}, "test"))
     out = expert(waves())
     assert expert.layer_names == ["context.0", "context.1"]
     assert [h.shape for h in out["hidden_states"]] == [(3, 100, 8)] * 2
     assert out["encoder"].shape == (3, 100, 16)
 
 
-def test_gradients_flow_for_fine_tuning(exported):
-    expert = UpstreamExpert(exported).train()
+def test_gradients_flow_for_fine_tuning(model):
+    expert = UpstreamExpert(model).train()
     loss = sum(h.square().mean() for h in expert(waves())["hidden_states"])
     loss.backward()
     grads = [p.grad for p in expert.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_bad_input_is_named(exported):
-    expert = UpstreamExpert(exported)
+def test_bad_input_is_named(model):
+    expert = UpstreamExpert(model)
     with pytest.raises(ValueError, match="non-empty list"):
         expert(torch.randn(2, 16000))
     with pytest.raises(ValueError, match=r"waveform 1 has shape \(1, 16000\)"):
         expert([torch.randn(16000), torch.randn(1, 16000)])
+
+
+def test_an_exported_directory_gives_the_same_hidden_states(model, exported):
+    wavs = waves()
+    expected = UpstreamExpert(model)(wavs)["hidden_states"]
+    got = UpstreamExpert(str(exported))(wavs)["hidden_states"]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
 def test_s3prl_featurizer_accepts_the_expert(exported):

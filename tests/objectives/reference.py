@@ -97,19 +97,25 @@ def reference_pair_scores(
     return torch.stack(pair_rows, dim=2), correct
 
 
-def enumerate_alignments(num_matched: int, num_predictions: int) -> list[tuple[int, ...]]:
-    """Every monotonic surjective map of M positions onto K predictions, 0-based.
+def enumerate_alignments(
+    num_matched: int, num_predictions: int, skip_begin: int = 0, skip_end: int = 0
+) -> list[tuple[int, ...]]:
+    """Every alignment of M latents onto K predictions (0-based), as the latents see it.
 
-    Choosing the K−1 positions (among 1 … M−1) where the prediction index goes up fixes one.
+    The window is padded with ``skip_begin`` frames before and ``skip_end`` after (the authors'
+    skips); a padded path is fixed by choosing the K−1 positions (among 1 … L−1 of the padded
+    length L) where the prediction index goes up. Each padded path contributes its latents'
+    part, so an alignment of the latents reached by several padded paths appears that often.
     """
+    length = skip_begin + num_matched + skip_end
     paths = []
-    for rises in itertools.combinations(range(1, num_matched), num_predictions - 1):
+    for rises in itertools.combinations(range(1, length), num_predictions - 1):
         path, state = [], 0
-        for m in range(num_matched):
+        for m in range(length):
             if m in rises:
                 state += 1
             path.append(state)
-        paths.append(tuple(path))
+        paths.append(tuple(path[skip_begin : skip_begin + num_matched]))
     return paths
 
 
@@ -118,17 +124,32 @@ def path_score(pair: Tensor, path: tuple[int, ...]) -> Tensor:
     return sum(pair[..., m, k] for m, k in enumerate(path))
 
 
-def brute_force_log_likelihood(pair: Tensor) -> Tensor:
+def brute_force_log_likelihood(pair: Tensor, skip_begin: int = 0, skip_end: int = 0) -> Tensor:
     """``log Σ_π exp(Σ_m pair[..., m, π(m)])`` by enumerating every alignment."""
     M, K = pair.shape[-2:]
-    scores = [path_score(pair, path) for path in enumerate_alignments(M, K)]
+    paths = enumerate_alignments(M, K, skip_begin, skip_end)
+    scores = [path_score(pair, path) for path in paths]
     return torch.logsumexp(torch.stack(scores, dim=-1), dim=-1)
 
 
-def brute_force_best(pair: Tensor) -> tuple[Tensor, list[tuple[int, ...]]]:
+def brute_force_posterior(pair: Tensor, skip_begin: int = 0, skip_end: int = 0) -> Tensor:
+    """``P(π(m) = k)`` for ``pair (M, K)``: each alignment's weight summed over its pairs."""
+    M, K = pair.shape
+    log_z = brute_force_log_likelihood(pair, skip_begin, skip_end)
+    posterior = torch.zeros(M, K, dtype=pair.dtype)
+    for path in enumerate_alignments(M, K, skip_begin, skip_end):
+        weight = torch.exp(path_score(pair, path) - log_z)
+        for m, k in enumerate(path):
+            posterior[m, k] += weight
+    return posterior
+
+
+def brute_force_best(
+    pair: Tensor, skip_begin: int = 0, skip_end: int = 0
+) -> tuple[Tensor, list[tuple[int, ...]]]:
     """Best alignment score of ``pair (n, M, K)`` and the best path of each row."""
     M, K = pair.shape[-2:]
-    paths = enumerate_alignments(M, K)
+    paths = enumerate_alignments(M, K, skip_begin, skip_end)
     scores = torch.stack([path_score(pair, path) for path in paths], dim=-1)  # (n, P)
     best, which = scores.max(dim=-1)
     return best, [paths[i] for i in which.tolist()]

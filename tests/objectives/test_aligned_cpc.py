@@ -1,4 +1,4 @@
-"""Aligned CPC: the alignment recursion against brute force, gradients, the M = K case, metrics."""
+"""Aligned CPC: pair scores, loss and metrics against brute force with every option, M = K."""
 
 from __future__ import annotations
 
@@ -10,24 +10,22 @@ from reference import (
     TinyModel,
     brute_force_best,
     brute_force_log_likelihood,
-    enumerate_alignments,
     reference_pair_scores,
 )
+from shipped import assert_defaults_are_the_shipped_config, shipped_objective_config
 
 from ssl_speech.data.batch import Batch
-from ssl_speech.objectives.aligned_cpc import (
-    ACPC,
-    alignment_log_likelihood,
-    ctc_alignment_log_likelihood,
-    viterbi_alignment,
-)
+from ssl_speech.objectives.aligned_cpc import ACPC
 from ssl_speech.objectives.cpc import CPC
 
 D, H = 16, 24
-SHAPES = [(1, 1), (3, 1), (3, 3), (4, 2), (5, 3), (6, 4), (6, 2)]
+OPTIONS = [
+    dict(self_loop=loop, skip_begin=begin, skip_end=end)
+    for loop in (False, True) for begin in (0, 1, 2) for end in (0, 1, 2)
+]
 
 
-def make_acpc(head: str = "transformer", num_negatives: int = 7) -> ACPC:
+def make_acpc(head: str = "transformer", num_negatives: int = 7, **options) -> ACPC:
     """Three predictions aligned to five latents."""
     return ACPC(
         dim=D,
@@ -38,115 +36,76 @@ def make_acpc(head: str = "transformer", num_negatives: int = 7) -> ACPC:
         head=head,
         head_heads=4,
         head_ffn_dim=32,
+        **options,
     )
 
 
-def test_enumeration_counts_alignments() -> None:
-    # Monotonic surjections of M positions onto K states: choose K−1 rises among M−1 gaps.
-    for M, K in SHAPES:
-        paths = enumerate_alignments(M, K)
-        assert len(paths) == math.comb(M - 1, K - 1)
-        assert len(set(paths)) == len(paths)
+def reference_predictions(acpc: ACPC, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``(B, A, P, D)``: the heads' K predictions, after ``z_t`` with the self-loop."""
+    A = z.shape[1] - acpc.num_matched
+    heads = acpc.core.heads(c)[:, :A]
+    return torch.cat([z[:, :A].unsqueeze(2), heads], dim=2) if acpc.self_loop else heads
 
 
-@pytest.mark.parametrize(("M", "K"), SHAPES)
-def test_forward_algorithm_equals_brute_force(M: int, K: int) -> None:
-    torch.manual_seed(M * 10 + K)
-    pair = 3 * torch.randn(5, M, K, dtype=torch.float64)
-    expected = brute_force_log_likelihood(pair)
-    torch.testing.assert_close(alignment_log_likelihood(pair), expected)
-    torch.testing.assert_close(ctc_alignment_log_likelihood(pair), expected)
-
-
-def test_forward_algorithm_keeps_leading_dimensions() -> None:
-    pair = torch.randn(2, 3, 5, 4)
-    out = alignment_log_likelihood(pair)
-    assert out.shape == (2, 3)
-    torch.testing.assert_close(out, brute_force_log_likelihood(pair))
-
-
-@pytest.mark.parametrize("fn", [alignment_log_likelihood, ctc_alignment_log_likelihood])
-def test_gradients_match_finite_differences(fn) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("self_loop", [False, True])
+def test_pair_scores_match_reference(self_loop: bool) -> None:
     torch.manual_seed(0)
-    pair = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(fn, (pair,))
-
-
-def test_gradient_is_the_alignment_posterior() -> None:
-    # d logZ / d a_{m,k} = P(π(m) = k): rows sum to one, unreachable pairs get zero.
-    torch.manual_seed(0)
-    M, K = 6, 3
-    pair = torch.randn(M, K, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(alignment_log_likelihood(pair), pair)
-    torch.testing.assert_close(grad.sum(-1), torch.ones(M, dtype=torch.float64))
-    assert grad[0, 1:].abs().max() == 0 and grad[-1, :-1].abs().max() == 0
-    posterior = torch.zeros(M, K, dtype=torch.float64)
-    log_z = brute_force_log_likelihood(pair.detach())
-    for path in enumerate_alignments(M, K):
-        weight = torch.exp(sum(pair[m, k] for m, k in enumerate(path)).detach() - log_z)
-        for m, k in enumerate(path):
-            posterior[m, k] += weight
-    torch.testing.assert_close(grad, posterior)
-
-
-@pytest.mark.parametrize(("M", "K"), SHAPES)
-def test_viterbi_is_a_valid_alignment_with_the_best_score(M: int, K: int) -> None:
-    torch.manual_seed(M * 10 + K + 1)
-    pair = torch.randn(7, M, K, dtype=torch.float64)
-    path, score = viterbi_alignment(pair)
-    assert path.shape == (7, M)
-    assert torch.all(path[:, 0] == 0) and torch.all(path[:, -1] == K - 1)
-    steps = path.diff(dim=-1)
-    assert torch.all((steps == 0) | (steps == 1))
-    best, best_paths = brute_force_best(pair)
-    torch.testing.assert_close(score, best)
-    assert [tuple(p) for p in path.tolist()] == best_paths
-
-
-def test_alignment_runs_in_float32_under_bf16_autocast() -> None:
-    pair = torch.randn(4, 6, 3).bfloat16()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = alignment_log_likelihood(pair)
-        path, score = viterbi_alignment(pair)
-    assert out.dtype == torch.float32 and score.dtype == torch.float32
-    torch.testing.assert_close(out, brute_force_log_likelihood(pair.float()))
-
-
-def test_pair_scores_match_reference() -> None:
-    torch.manual_seed(0)
-    acpc = make_acpc()
+    acpc = make_acpc(self_loop=self_loop)
     B, T, M = 2, 14, 5
     z, c = torch.randn(B, T, D), torch.randn(B, T, H)
     negative_index = acpc.core.sample_negatives(z, T - M)
     pair, correct = acpc.pair_scores(z, c, negative_index)
+    assert pair.shape == (B, T - M, M, 3 + self_loop)
     ref_pair, ref_correct = reference_pair_scores(
-        acpc.core.heads(c)[:, : T - M], z, negative_index, M, acpc.core.score_scale
+        reference_predictions(acpc, z, c), z, negative_index, M, acpc.core.score_scale
     )
     torch.testing.assert_close(pair, ref_pair)
     assert torch.equal(correct, ref_correct)
 
 
-def test_metrics_follow_the_viterbi_alignment() -> None:
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "loop{self_loop}-{skip_begin}-{skip_end}"
+                         .format(**o))
+def test_loss_and_metrics_match_brute_force(options: dict) -> None:
     torch.manual_seed(0)
-    acpc = make_acpc("linear")
-    B, T, M, K = 2, 12, 5, 3
-    z, c = torch.randn(B, T, D), torch.randn(B, T, H)
+    acpc = make_acpc("linear", **options)
+    B, T, M = 2, 12, 5
+    skips = (options["skip_begin"], options["skip_end"])
+    z = torch.randn(B, T, D, requires_grad=True)
+    c = torch.randn(B, T, H)
     negative_index = acpc.core.sample_negatives(z, T - M)
     out = acpc.compute(z, c, negative_index)
     pair, correct = reference_pair_scores(
-        acpc.core.heads(c)[:, : T - M], z, negative_index, M, acpc.core.score_scale
+        reference_predictions(acpc, z, c), z, negative_index, M, acpc.core.score_scale
     )
-    flat_pair, flat_correct = pair.reshape(-1, M, K), correct.reshape(-1, M, K)
-    _, paths = brute_force_best(flat_pair.double())
-    hits = [flat_correct[i, m, k] for i, path in enumerate(paths) for m, k in enumerate(path)]
-    lengths = torch.tensor([[path.count(k) for k in range(K)] for path in paths]).float()
-    torch.testing.assert_close(out.metrics["acc"], torch.stack(hits).float().mean())
-    torch.testing.assert_close(out.metrics["segment_length"], torch.tensor(M / K))
-    torch.testing.assert_close(
-        out.metrics["segment_length_std"], lengths.std(dim=-1, correction=0).mean()
-    )
-    torch.testing.assert_close(out.loss, -brute_force_log_likelihood(flat_pair).mean())
+    P = pair.shape[-1]
+    flat_pair, flat_correct = pair.reshape(-1, M, P), correct.reshape(-1, M, P)
+    expected = -brute_force_log_likelihood(flat_pair, *skips).mean()
+    torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.metrics["loss"], out.loss.detach())
+    (grad,) = torch.autograd.grad(out.loss, z)
+    (ref_grad,) = torch.autograd.grad(expected, z)
+    torch.testing.assert_close(grad, ref_grad)
+    _, paths = brute_force_best(flat_pair.detach().double(), *skips)
+    hits = [flat_correct[i, m, k] for i, path in enumerate(paths) for m, k in enumerate(path)]
+    torch.testing.assert_close(out.metrics["acc"], torch.stack(hits).float().mean())
+    used = [[path.count(k) for k in range(P) if path.count(k)] for path in paths]
+    torch.testing.assert_close(out.metrics["segments"],
+                               torch.tensor(sum(map(len, used)) / len(used)))
+    lengths = [torch.tensor(u, dtype=torch.float64) for u in used]
+    torch.testing.assert_close(out.metrics["segment_length"],
+                               torch.stack([u.mean() for u in lengths]).mean().float())
+    torch.testing.assert_close(
+        out.metrics["segment_length_std"],
+        torch.stack([u.std(correction=0) for u in lengths]).mean().float(),
+    )
+
+
+def test_without_skips_every_prediction_covers_a_latent() -> None:
+    torch.manual_seed(0)
+    acpc = make_acpc("linear", self_loop=True, skip_begin=0, skip_end=0)
+    out = acpc.compute(torch.randn(2, 12, D), torch.randn(2, 12, H))
+    torch.testing.assert_close(out.metrics["segments"], torch.tensor(4.0))
+    torch.testing.assert_close(out.metrics["segment_length"], torch.tensor(5 / 4))
 
 
 @pytest.mark.parametrize("head", ["linear", "transformer"])
@@ -154,7 +113,8 @@ def test_equal_window_and_predictions_reduce_to_cpc(head: str) -> None:
     torch.manual_seed(0)
     K = 4
     common = dict(dim=D, context_dim=H, num_negatives=9, head=head, head_heads=4, head_ffn_dim=32)
-    acpc = ACPC(num_predictions=K, num_matched=K, **common)
+    acpc = ACPC(num_predictions=K, num_matched=K, self_loop=False, skip_begin=0, skip_end=0,
+                **common)
     cpc = CPC(num_steps=K, **common)
     cpc.core.heads.load_state_dict(acpc.core.heads.state_dict())
     B, T = 3, 13
@@ -189,8 +149,10 @@ def test_validation_messages() -> None:
         ACPC(num_predictions=8, num_matched=6)
     with pytest.raises(ValueError, match="ACPC num_predictions must be >= 1, got 0"):
         ACPC(num_predictions=0)
-    with pytest.raises(ValueError, match="cannot align M=2 latents onto K=3 predictions"):
-        alignment_log_likelihood(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"num_matched=8 must be >= num_predictions=8 \+ 1"):
+        ACPC(num_predictions=8, num_matched=8, self_loop=True)
+    with pytest.raises(ValueError, match="skip_begin must be an integer >= 0, got -1"):
+        ACPC(skip_begin=-1)
     model = TinyModel(D, D)
     acpc = ACPC(dim=D, num_predictions=3, num_matched=12, num_negatives=4, head="linear")
     batch = Batch(wav=torch.randn(1, 1, 10 * 160), speaker=torch.zeros(1, dtype=torch.long))
@@ -221,3 +183,17 @@ def test_loss_falls_with_adam_on_a_fixed_batch(head: str) -> None:
         losses.append(out.loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, (first, last)
+
+
+def test_defaults_are_the_authors_published_run() -> None:
+    # --nPredicts 8 --CPCCTCNumMatched 12 --CPCCTCSelfLoop --CPCCTCSkipBeg 1 --CPCCTCSkipEnd 2
+    acpc = ACPC()
+    assert (acpc.num_predictions, acpc.num_matched, acpc.self_loop, acpc.skip_begin,
+            acpc.skip_end) == (8, 12, True, 1, 2)
+    old = shipped_objective_config(
+        "acpc", ("objective.self_loop=false", "objective.skip_begin=0", "objective.skip_end=0"))
+    assert (old.self_loop, old.skip_begin, old.skip_end) == (False, 0, 0)
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("acpc", ACPC)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from reference import TinyModel, reference_cpc
+from shipped import assert_defaults_are_the_shipped_config, shipped_objective_config
 
 from ssl_speech.data.batch import Batch
 from ssl_speech.objectives.cpc import CPC
@@ -172,3 +173,19 @@ def test_score_scale_names():
     assert CPC(dim=64).core.score_scale == 1 / 8  # the default, as configs/objective/cpc.yaml
     with pytest.raises(ValueError, match="expected a number > 0 or one of"):
         CPC(dim=64, head="linear", score_scale="1/dim^2")
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("cpc", CPC)
+
+
+def test_cpc_audio_experiment_is_cpc_audios_criterion():
+    """experiment=cpc_audio: one causal Transformer layer per step with dropout 0.1 (CPC_audio's
+    TransformerLayer default), 12 steps, 128 negatives, scores p·z / D."""
+    from hydra.utils import instantiate
+
+    node = shipped_objective_config("cpc", ("experiment=cpc_audio",))
+    cpc = instantiate(node)
+    assert type(cpc.core.heads).__name__ == "TransformerHeads"
+    assert cpc.core.heads.dropout == 0.1
+    assert (cpc.num_steps, cpc.core.num_negatives, cpc.core.score_scale) == (12, 128, 1 / 256)

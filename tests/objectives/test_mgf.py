@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from shipped import assert_defaults_are_the_shipped_config
 
 from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
@@ -21,6 +22,8 @@ from ssl_speech.objectives.mgf import MGF, disjoint_crops, pool_crops
 from ssl_speech.train.__main__ import run
 
 D = 16
+# Unit weights: the tests below add the scales' losses up as they are.
+UNIT = dict(frame_weight=1.0, phone_weight=1.0, utt_weight=1.0)
 SMALL = dict(mask_span=4, min_unmasked=4, n_mels=20, frame_hidden=16, utt_crop=8, utt_gap=2,
              utt_hidden=16, utt_proj_dim=8)
 
@@ -87,7 +90,8 @@ def test_phone_positive_is_the_same_span_in_the_unmasked_encoder_output():
     torch.manual_seed(1)
     codes = torch.randn(6, D)
     z, masked = planted(codes)
-    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_temperature=0.5)
+    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_temperature=0.5,
+                    phone_target_norm="none")
     identity_phone_head(objective)
     # An oracle context that sees through the mask: its span pools are exactly the codes.
     out = objective.compute(z, z.clone(), masked)
@@ -117,7 +121,7 @@ def test_phone_targets_are_normalised_over_the_window(norm):
     identity_phone_head(objective)
     oracle = objective._phone_targets(shifted)
     assert objective.compute(shifted, oracle, masked).metrics["acc/phone"].item() == 1.0
-    raw = MGF(D, D, frame_weight=0.0, utt_weight=0.0)
+    raw = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_target_norm="none")
     identity_phone_head(raw)
     assert raw.compute(shifted, oracle, masked).metrics["loss/phone"].item() > (
         objective.compute(shifted, oracle, masked).metrics["loss/phone"].item()
@@ -129,7 +133,8 @@ def test_planted_identical_spans_tie_and_only_they_are_missed():
     codes = torch.randn(6, D)
     codes[3] = codes[0]  # span 0 of window 0 and span 1 of window 1 hold the same content
     z, masked = planted(codes)
-    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_temperature=0.1)
+    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_temperature=0.1,
+                    phone_target_norm="none")
     identity_phone_head(objective)
     out = objective.compute(z, z.clone(), masked)
     # The two twins score a tie with each other; every other span still finds itself.
@@ -146,7 +151,8 @@ def test_overlapping_spans_of_one_window_are_not_negatives():
     z, c = torch.randn(2, 30, D), torch.randn(2, 30, D)
     starts = [[2, 4, 20], [3, 12, 15]]  # (2, 4) and (12, 15) overlap; 20 and 15 do not
     masked = span_mask(starts, 5, 30, z)
-    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_temperature=0.2)
+    objective = MGF(D, D, frame_weight=0.0, utt_weight=0.0, phone_temperature=0.2,
+                    phone_target_norm="none")
     identity_phone_head(objective)
     out = objective.compute(z, c, masked)
     flat = [(b, s) for b, row in enumerate(starts) for s in row]
@@ -169,7 +175,7 @@ def test_zero_weights_remove_their_scales(disabled, monkeypatch):
     """Any weight may be 0, alone or with another (the ablation's single scales)."""
     torch.manual_seed(0)
     model = tiny_model()
-    objective = MGF(D, D, **{f"{scale}_weight": 0.0 for scale in disabled}, **SMALL)
+    objective = MGF(D, D, **{**UNIT, **{f"{scale}_weight": 0.0 for scale in disabled}}, **SMALL)
     for scale in disabled:
         assert getattr(objective, HEADS[scale]) is None
         assert not [n for n, _ in objective.named_parameters() if n.startswith(HEADS[scale])]
@@ -198,7 +204,9 @@ def test_every_head_gets_gradient_when_all_scales_are_on():
     out = objective(model, tiny_batch())
     assert {"loss/frame", "loss/phone", "loss/utt", "acc/phone", "acc/utt", "frame/r2",
             "mask/fraction", "mask/spans", "acc"} <= set(out.metrics)
-    expected = (out.metrics["loss/frame"] + out.metrics["loss/phone"] + out.metrics["loss/utt"])
+    # The default weights: 1, 1 and 0.1 (configs/objective/mgf.yaml).
+    expected = (out.metrics["loss/frame"] + out.metrics["loss/phone"]
+                + 0.1 * out.metrics["loss/utt"])
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     out.loss.backward()
     for name in HEADS.values():
@@ -333,3 +341,33 @@ def test_training_run_logs_every_scale(tiny_corpus, tmp_path):
     for record in (train[-1], val[0]):
         for key in ("loss/frame", "loss/phone", "loss/utt", "acc/phone", "acc/utt", "acc"):
             assert math.isfinite(record[key]), key
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("mgf", MGF)
+
+
+def test_frame_scale_is_the_l1_error_on_masked_frames_only():
+    """By hand: a linear head that copies two channels of c, a log-mel target of ones."""
+    objective = MGF(4, 4, phone_weight=0.0, utt_weight=0.0, n_mels=2, frame_hidden=0)
+    with torch.no_grad():
+        objective.frame_head.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+        objective.frame_head.bias.zero_()
+    t = torch.arange(4.0)
+    c = torch.stack([t, 2 * t, torch.zeros(4), torch.zeros(4)], dim=-1)[None]  # (1, 4, 4)
+    z = torch.zeros(1, 4, 4)
+    masked = span_mask([[0, 2]], 1, 4, z)  # frames 0 and 2 masked
+    log_mel = torch.ones(1, 4, 2)
+    # Frame 0 predicts (0, 0), frame 2 predicts (2, 4): |errors| 1, 1, 1, 3, mean 1.5. With the
+    # unmasked frames 1 and 3 ((1, 2) and (3, 6)) it would be 1.75.
+    out = objective.compute(z, c, masked, log_mel=log_mel)
+    assert out.metrics["loss/frame"].item() == pytest.approx(1.5)
+    assert out.loss.item() == pytest.approx(1.5)
+    # Whatever the unmasked frames' context and targets are, the loss stays.
+    c_other, log_mel_other = c.clone(), log_mel.clone()
+    c_other[0, [1, 3]] = 100.0
+    log_mel_other[0, [1, 3]] = -50.0
+    out = objective.compute(z, c_other, masked, log_mel=log_mel_other)
+    assert out.metrics["loss/frame"].item() == pytest.approx(1.5)
+    # R² = 1 − MSE / mean square of the target, on the masked frames: 1 − (1+1+1+9)/4 / 1.
+    assert out.metrics["frame/r2"].item() == pytest.approx(1 - 3.0)

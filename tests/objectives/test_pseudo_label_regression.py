@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from hydra.utils import instantiate
+from shipped import assert_defaults_are_the_shipped_config
 
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext
@@ -205,3 +206,7 @@ def test_targets_stay_float32_under_mixed_precision():
         z = objective.targets(wav, 160)
     assert z.dtype == torch.float32
     torch.testing.assert_close(z, extract_pseudo_label("log_mel", wav, 160))
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("pseudo_label", PseudoLabelRegression)

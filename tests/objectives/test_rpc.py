@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from reference import TinyModel
+from shipped import assert_defaults_are_the_shipped_config, shipped_objective_config
 
 from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
@@ -212,7 +213,7 @@ def test_forward_runs_the_model_and_metrics_are_detached_scalars() -> None:
     torch.testing.assert_close(out.loss, -sum(out.metrics[f"rpc_j/step_{k}"] for k in range(1, 5)))
 
 
-def test_defaults_are_the_shipped_config() -> None:
+def test_shipped_config_steps_without_clamping() -> None:
     rpc = RPC(dim=64)
     assert (rpc.alpha, rpc.beta, rpc.gamma, rpc.core.score_scale) == (1.0, 0.005, 1.0, 1 / 8)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -279,3 +280,20 @@ def test_accuracy_and_objective_rise_with_adam_on_a_fixed_batch(coefficients: di
     last_acc = sum(a for _, a in history[-5:]) / 5
     assert last_j > first_j + 0.5, (first_j, last_j)
     assert last_acc > first_acc + 0.1, (first_acc, last_acc)
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("rpc", RPC)
+
+
+@pytest.mark.parametrize(("preset", "coefficients"), [
+    ("rpc_mi", (0.01, 0.005, 0.995)),  # the paper's mutual-information estimation
+    ("rpc_vision", (0.0, 0.001, 1.0)),  # the authors' vision code (CIFAR-10 script)
+])
+def test_presets_change_only_the_coefficients(preset: str, coefficients: tuple) -> None:
+    node = shipped_objective_config(preset)
+    default = shipped_objective_config("rpc")
+    assert (node.alpha, node.beta, node.gamma) == coefficients
+    for key in default:
+        if key not in ("alpha", "beta", "gamma"):
+            assert node[key] == default[key], key

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from shipped import assert_defaults_are_the_shipped_config
 from torch import nn
 
 from ssl_speech.config import config_dir
@@ -209,6 +210,71 @@ def test_class_loss_is_the_cross_entropy_on_all_frames():
     prediction = objective.regression_head(layers[-2])
     torch.testing.assert_close(out.metrics["loss/regression"],
                                masked_regression_loss(prediction, target, mask))
+
+
+def _replay(objective: TriNet, model: SSLModel, batch: Batch) -> tuple[torch.Tensor, list]:
+    """The mask and student layers of the pass that followed ``torch.manual_seed(5)``."""
+    torch.manual_seed(5)  # the masker is the first to draw: the same spans again
+    mask, _, _ = objective.masker.sample(4, 40)
+    with torch.no_grad():
+        z = model.encoder(batch.wav)
+        layers = model.context.forward_layers(objective.masker.apply(z, mask))
+    return mask, layers
+
+
+def test_class_loss_on_masked_frames_only():
+    model = tiny_model()
+    model.eval()
+    objective = TriNet(model.context, frozen_frames="masked", **SMALL)
+    batch = tiny_batch()
+    torch.manual_seed(5)
+    out = objective(model, batch)
+    mask, layers = _replay(objective, model, batch)
+    assert 0 < int(mask.sum()) < mask.numel()
+    classes = objective.pseudo_classes(batch.wav, 160, 40)
+    with torch.no_grad():
+        logits = objective.class_head(layers[-1])
+    expected = F.cross_entropy(logits[mask], classes[mask])
+    torch.testing.assert_close(out.metrics["loss/class"], expected)
+    everywhere = F.cross_entropy(logits.flatten(0, 1), classes.flatten())
+    assert not torch.isclose(expected, everywhere)  # the option changes the loss
+    accuracy = (logits[mask].argmax(dim=-1) == classes[mask]).float().mean()
+    torch.testing.assert_close(out.metrics["acc/class"], accuracy)
+
+
+@pytest.mark.parametrize("frames", ["all", "masked"])
+def test_feature_regression_frozen_branch(frames: str):
+    """frozen_target="features": a linear map of the last layer regresses the frozen teacher's
+    (instance-normalised) frame features, with the EMA branch's error; no classes."""
+    model = tiny_model()
+    model.eval()
+    objective = TriNet(model.context, frozen_target="features", frozen_frames=frames, **SMALL)
+    assert objective.class_head is None and not hasattr(objective, "projection")
+    assert objective.feature_head.out_features == objective.teacher.dim == 80
+    batch = tiny_batch()
+    torch.manual_seed(5)
+    out = objective(model, batch)
+    assert "loss/class" not in out.metrics and "acc" not in out.metrics
+    mask, layers = _replay(objective, model, batch)
+    target = objective.teacher.frames(batch.wav, 160, 40)
+    with torch.no_grad():
+        prediction = objective.feature_head(layers[-1])
+    chosen = mask if frames == "masked" else torch.ones_like(mask)
+    per_frame = (prediction - target).square().sum(-1) / math.sqrt(80)
+    torch.testing.assert_close(out.metrics["loss/frozen"], per_frame[chosen].mean())
+    out.loss.backward()
+    assert objective.feature_head.weight.grad.abs().sum() > 0
+    features = objective.diagnostic_features()
+    assert features["frozen_predictions"].shape == (int(chosen.sum()), 80)
+    assert features["frozen_targets"].shape == (int(chosen.sum()), 80)
+
+
+def test_frozen_branch_options_are_validated():
+    context = tiny_context()
+    with pytest.raises(ValueError, match="frozen_target must be one of"):
+        TriNet(context, frozen_target="vectors", **SMALL)
+    with pytest.raises(ValueError, match="frozen_frames must be one of"):
+        TriNet(context, frozen_frames="unmasked", **SMALL)
 
 
 def test_pseudo_classes_are_fixed_per_frame_and_follow_the_student_frame_rate():
@@ -439,3 +505,7 @@ def test_training_checkpoints_the_ema_teacher_resumes_exactly_and_checks_the_tea
     extra = (f"objective.teacher.checkpoint={teacher_file}", "trainer.max_steps=6")
     with pytest.raises(ValueError, match="changed since the run started"):
         run(small_config(tiny_corpus, second, extra))
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    assert_defaults_are_the_shipped_config("trinet", TriNet)

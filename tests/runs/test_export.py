@@ -130,3 +130,71 @@ def test_command_line(run_dir, tmp_path, capsys):
         main([str(tmp_path / "nowhere"), str(tmp_path / "x")])
     assert info.value.code == 2
     assert "error: checkpoint" in capsys.readouterr().err
+
+
+def test_an_incomplete_export_is_named(run_dir, tmp_path):
+    out = export_model(run_dir, tmp_path / "exported")
+    (out / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors: the export is incomplete"):
+        ckpt.load_model(out)
+
+
+def test_a_missing_relative_path_is_not_silently_taken_for_a_hub_repo(tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="neither a local exported directory nor a Hub"):
+        SSLModel.from_pretrained("exported/missing", local_files_only=True,
+                                 cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.slow
+def test_a_trained_run_exports_and_reloads_everywhere_to_the_same_features(tiny_corpus,
+                                                                             tmp_path):
+    """Train 3 steps, export; from_pretrained, load_model, torch.hub and the s3prl upstream
+    all give the checkpoint's features."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from ssl_speech.config import config_dir
+    from ssl_speech.integrations.s3prl import UpstreamExpert
+    from ssl_speech.train.__main__ import run
+
+    root, run_dir = tiny_corpus, tmp_path / "run"
+    overrides = [
+        "objective=cpc", "data=librispeech", f"data.root={root}",
+        f"data.alignments={root}/alignments.txt", "data.train_split=train",
+        "data.dev_split=dev", "data.window=3200", "data.batch_size=4", "data.num_workers=0",
+        "data.in_memory=true", "encoder.dim=32", "context.dim=32", "trainer.max_steps=3",
+        "trainer.checkpoint_every=3", "trainer.val_every=0", "trainer.progress=false",
+        "trainer.tensorboard=false", "trainer.device=cpu", "optim.warmup_steps=1",
+        "probe.enabled=false", f"run_dir={run_dir}", "run_name=test",
+        "objective.num_steps=4", "objective.num_negatives=16",
+    ]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        run(compose(config_name="config", overrides=overrides))
+
+    out = export_model(run_dir, tmp_path / "exported")
+    reference = ckpt.load_model(run_dir)
+    wavs = [torch.randn(16000), torch.randn(7000)]
+    expected = [reference.extract(w, layers="all") for w in wavs]
+    repo = Path(__file__).resolve().parents[2]
+    loaded = {
+        "from_pretrained": SSLModel.from_pretrained(out),
+        "load_model": ckpt.load_model(out),
+        "torch.hub": torch.hub.load(str(repo), "model", str(out), source="local"),
+    }
+    for how, model in loaded.items():
+        for wav, want in zip(wavs, expected):
+            got = model.extract(wav, layers="all")
+            assert all(torch.equal(got[k], want[k]) for k in want), how
+    upstream = UpstreamExpert(out)
+    with torch.no_grad():
+        hidden = upstream(wavs)["hidden_states"]
+    for name, h in zip(upstream.layer_names, hidden):
+        for b, want in enumerate(expected):
+            T = want[name].shape[0]
+            torch.testing.assert_close(h[b, :T], want[name], atol=1e-5, rtol=1e-5)
+    provenance = json.loads((out / "config.json").read_text())["provenance"]
+    assert provenance["step"] == 3 and provenance["objective"].endswith(".CPC")

@@ -300,3 +300,36 @@ def test_loading_does_not_call_hydra_instantiate(tmp_path, monkeypatch):
     path = write_checkpoint(tmp_path / "ok.pt", {"encoder": ENCODER, "context": CONTEXT})
     ckpt.load_model(path)
     assert os.path.exists(path)
+
+
+class MyEncoder(torch.nn.Module):
+    """A user's own encoder: a CPC encoder under another name."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        from ssl_speech.nn.encoders import CPCEncoder
+
+        self.inner = CPCEncoder(dim=dim)
+        self.dim, self.hop = dim, self.inner.hop
+        self.receptive_field, self.frame_local = self.inner.receptive_field, True
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.inner.num_frames(num_samples)
+
+    def forward(self, wav):
+        return self.inner(wav)
+
+
+def test_own_classes_load_only_when_the_caller_names_them(tmp_path):
+    target = f"{__name__}.MyEncoder"
+    model = build_model({"encoder": {"_target_": target, "dim": 8}, "context": CONTEXT}, "test",
+                        extra_classes={target: MyEncoder})
+    path = write_checkpoint(tmp_path / "own.pt", model.config, model.state_dict())
+    with pytest.raises(UnsafeConfigError, match=rf"encoder\._target_ names '{target}'"):
+        ckpt.load_model(path)
+    loaded = ckpt.load_model(path, extra_classes={target: MyEncoder})
+    wav = torch.randn(3200)
+    assert torch.equal(loaded.extract(wav), model.eval().extract(wav))
+    with pytest.raises(UnsafeConfigError, match=r"encoder\._partial_"):
+        build_model({"encoder": {"_target_": target, "_partial_": True}, "context": CONTEXT},
+                    "test", extra_classes={target: MyEncoder})

@@ -100,3 +100,11 @@ def test_a_full_disk_on_append_names_the_step_and_leaves_no_torn_line(tmp_path, 
     monkeypatch.undo()
     log.log(40, {"loss": 4.0})
     assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30, 40]
+
+
+def test_tensorboard_asked_for_but_missing_is_said(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.warns(UserWarning, match="tensorboard is not installed.*trainer.tensorboard=false"):
+        MetricsLogger(tmp_path, tensorboard=True).close()

@@ -156,3 +156,67 @@ def test_torchrun_two_processes_trains_and_checkpoints(tiny_corpus, tmp_path):
     assert "2 process(es)" in done.stderr
     # Only rank 0 prints the run header.
     assert done.stderr.count("training utterances") == 1
+
+
+def _faulty_peer_worker(rank: int, world: int, port: int, tmp: str, fault: str) -> None:
+    import time
+
+    from ssl_speech.train.distributed import barrier
+    from ssl_speech.train.errors import CollectiveError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    ctx = init_distributed("cpu", timeout_s=5)
+    if rank == 1:
+        if fault == "hangs":
+            time.sleep(40)
+        os._exit(0)  # dies without a word, as a killed rank does
+    began = time.monotonic()
+    try:
+        barrier(ctx, "the test's barrier")
+        outcome = "barrier passed"
+    except CollectiveError as error:
+        outcome = str(error)
+    (Path(tmp) / "outcome.txt").write_text(f"{time.monotonic() - began:.1f}\n{outcome}")
+    os._exit(0)  # the group is broken: no orderly teardown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["dies", "hangs"])
+def test_a_dead_or_hung_rank_stops_the_others_within_the_timeout_naming_the_rank(tmp_path,
+                                                                                 fault):
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_faulty_peer_worker,
+                         args=(rank, 2, port, str(tmp_path), fault))
+             for rank in range(2)]
+    for proc in procs:
+        proc.start()
+    procs[0].join(timeout=120)
+    assert procs[0].exitcode == 0
+    seconds, message = (tmp_path / "outcome.txt").read_text().split("\n", 1)
+    assert float(seconds) < 30  # the 5 s timeout, not the 40 s a hung rank sleeps
+    procs[1].kill()
+    procs[1].join()
+    assert message.startswith("rank 0 of 2: the test's barrier failed or waited more than "
+                              "trainer.collective_timeout_s=5 s for the other ranks; another "
+                              "rank probably died or hung"), message
+
+
+def test_collective_failures_are_named_and_model_errors_are_not():
+    from ssl_speech.train.distributed import DistributedContext, collective
+    from ssl_speech.train.errors import CollectiveError
+
+    ctx = DistributedContext(rank=1, world_size=4, timeout_s=30)
+
+    def fail(message: str, what: str = "the step", computing: bool = True) -> None:
+        with collective(what, ctx, computing=computing):
+            raise RuntimeError(message)
+
+    with pytest.raises(CollectiveError, match=r"^rank 1 of 4: the step failed or waited more "
+                       r"than trainer.collective_timeout_s=30 s .*Connection closed by peer"):
+        fail("[gloo/transport/tcp/pair.cc:547] Connection closed by peer")
+    with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
+        fail("mat1 and mat2 shapes cannot be multiplied")
+    with pytest.raises(CollectiveError, match="rank 1 of 4: a barrier failed"):
+        fail("anything from a pure collective", "a barrier", computing=False)

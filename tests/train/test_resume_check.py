@@ -67,3 +67,18 @@ def test_trainer_refuses_a_changed_run_and_resumes_with_consent(tmp_path, capsys
     assert allowed.step == 4
     assert "with a changed config (trainer.resume_changed=allow): data.batch_size: 8 -> 16" \
         in capsys.readouterr().err
+
+
+def test_resume_names_a_missing_path_or_an_empty_run(tmp_path):
+    from ssl_speech.runs.checkpoint import CheckpointError
+
+    trainer = make_trainer(tmp_path / "run", make_batches(1, 2), max_steps=1)
+    with pytest.raises(CheckpointError, match=r"trainer.resume=/no/such.pt: no such file or "
+                                              r"directory; give a checkpoint file or a run"):
+        trainer.fit(resume="/no/such.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty has no usable checkpoint; use auto or "
+                                              r"false"):
+        trainer.fit(resume=str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="trainer.resume=true but .* has no usable"):
+        trainer.fit(resume=True)

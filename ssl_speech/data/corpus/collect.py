@@ -29,6 +29,7 @@ from ssl_speech.data.corpus.utterances import (
 
 DEFAULT_THREADS = 8
 _CHUNK = 2048  # files judged per round: bounds the work done past a fatal file
+_SLICE = 32  # files per thread task
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ class FileJob:
     trusted: bool = False  # take ``expected`` without opening the file
 
 
+def _opens(job: FileJob) -> bool:
+    """Whether judging ``job`` needs its file's header."""
+    return job.error is None and not job.trusted
+
+
 class Collector:
     """Turns listed files into utterances, applying ``on_error``, ``min_samples`` and
     ``keep_ids``; its report records every usable file's stamp (what a manifest cache keeps).
@@ -107,7 +113,7 @@ class Collector:
         self.listed = 0  # audio files or lines seen, whether opened or not
         self._jobs: list[FileJob] = []
 
-    def list(self, job: FileJob) -> None:
+    def add(self, job: FileJob) -> None:
         """Record a listed file; it is judged by :meth:`run` unless the split leaves it out."""
         self.listed += 1
         if job.error is None:
@@ -123,18 +129,20 @@ class Collector:
         try:
             for first in range(0, len(jobs), _CHUNK):
                 chunk = jobs[first : first + _CHUNK]
-                opening = [j for j in chunk if j.error is None and not j.trusted]
-                stamps = [None if known is None else known.get(j.key) for j in opening]
-                verify = [self.verify] * len(opening)
-                paths = [j.path for j in opening]
-                headers = (pool.map(read_header, paths, verify, stamps) if pool
-                           else map(read_header, paths, verify, stamps))
-                by_job = dict(zip(map(id, opening), headers))
+                work = [(j.path, None if known is None else known.get(j.key))
+                        for j in chunk if _opens(j)]
+                # A task per slice, not per file: a future costs about as much as a cached stat.
+                slices = [work[i : i + _SLICE] for i in range(0, len(work), _SLICE)]
+                headers = iter([h for part in (pool.map(self._read_slice, slices) if pool
+                                               else map(self._read_slice, slices)) for h in part])
                 for job in chunk:
-                    self._judge(job, by_job.get(id(job)))
+                    self._judge(job, next(headers) if _opens(job) else None)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+
+    def _read_slice(self, work: list[tuple[Path, FileStamp | None]]) -> list[FileHeader]:
+        return [read_header(path, self.verify, stamp) for path, stamp in work]
 
     def _judge(self, job: FileJob, header: FileHeader | None) -> None:
         if job.trusted and job.error is None:

@@ -79,7 +79,7 @@ def read_lhotse(
     for rec in recs:
         job = _job(rec, speakers.get(rec.id, set()), recordings, verify)
         paths.append(job.path)
-        collector.list(job)
+        collector.add(job)
     if not paths:
         raise CorpusError(f"{recordings}: no recordings")
     collector.run()

@@ -98,7 +98,9 @@ def read_manifest(
         min_samples: files shorter than this (samples at 16 kHz) follow ``on_error``.
         verify: open each file's header (and decode its last sample) to check that it exists,
             is readable and has the length the manifest says; ``False`` trusts the manifest
-            and checks only the extensions.
+            and checks only the extensions. A line with stamp columns is checked by a
+            ``stat`` alone: the file is opened only when its size or mtime differ from the
+            stamp (it was verified when the manifest was written).
         ids: ``"stem"`` or ``"path"`` (relative path without extension).
         keep_ids: take only these utterance ids (a split); every line's speaker still enters
             the speaker list.
@@ -111,6 +113,7 @@ def read_manifest(
         raise FileNotFoundError(f"{path}, line 1: root {root} is not a directory; fix the first "
                                 "line of the manifest")
     collector = Collector(path, on_error, min_samples, verify, keep_ids, threads)
+    stamps: dict[str, FileStamp] = {}
     for number, line in enumerate(lines, start=2):
         if not line.strip():
             continue
@@ -119,11 +122,13 @@ def read_manifest(
             audio = root / row.rel
             check_extension(audio)
         except (CorpusError, AudioError) as err:
-            collector.list(FileJob(path, error=err))
+            collector.add(FileJob(path, error=err))
             continue
-        collector.list(FileJob(audio, utterance_id(row.rel, ids), row.speaker,
+        collector.add(FileJob(audio, utterance_id(row.rel, ids), row.speaker,
                                expected=row.num_samples, key=row.rel, trusted=not verify))
-    collector.run()
+        if row.stamp is not None:
+            stamps[row.rel] = row.stamp
+    collector.run(stamps)
     return collector.corpus(root)
 
 

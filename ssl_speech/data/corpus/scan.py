@@ -84,7 +84,7 @@ def _scan(root: Path, exts: tuple[str, ...], speaker_pattern: str | None, on_err
         raise CorpusError(f"{root}: no audio files ({', '.join(exts)}) in layout {layout}")
     collector = Collector(root, on_error, min_samples, verify, keep_ids, threads)
     for f in listed:
-        collector.list(FileJob(f.path, f.utt_id, f.speaker or "", error=f.error, key=f.rel))
+        collector.add(FileJob(f.path, f.utt_id, f.speaker or "", error=f.error, key=f.rel))
     entry = previous = None
     if cache is not False:
         options = {"extensions": exts, "speaker_pattern": speaker_pattern, "ids": ids,

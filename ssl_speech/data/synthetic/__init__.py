@@ -1,8 +1,9 @@
 """The embedded corpus: speech-like audio with exact phone alignments, generated on first use.
 
-``phonetics`` (phone inventory, lexicon, utterance plans) → ``synthesis`` (source-filter
-audio) → ``generate`` (the corpus written into a directory: audio, splits, alignments, ABX
-items) → ``cache`` (atomic placement, lock, the cache directory) and ``statistics``.
+``inventory`` (the phones) → ``phonetics`` (lexicon, utterance plans) → ``voices`` (talkers,
+recording conditions) → ``synthesis`` (source-filter audio) → ``generate`` (the corpus written
+into a directory: audio, splits, alignments, ABX items) → ``cache`` (atomic placement, lock,
+the cache directory) and ``statistics``.
 """
 
 from ssl_speech.data.synthetic.cache import (

@@ -26,7 +26,8 @@ from pathlib import Path
 from ssl_speech.eval import cli
 from ssl_speech.eval.abx import CONTEXTS
 from ssl_speech.eval.evaluation import STAGES, evaluate_source, source_name
-from ssl_speech.eval.features import BASELINE_KINDS, EXPORT_DTYPES
+from ssl_speech.eval.export import EXPORT_DTYPES
+from ssl_speech.eval.features import BASELINE_KINDS
 from ssl_speech.eval.report import results_table, write_report
 
 

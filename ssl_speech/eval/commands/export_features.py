@@ -21,11 +21,10 @@ from pathlib import Path
 
 from ssl_speech.data.source import load_split_corpus
 from ssl_speech.eval import cli
+from ssl_speech.eval.export import EXPORT_DTYPES, export_features
 from ssl_speech.eval.features import (
-    EXPORT_DTYPES,
     FEATURES_JSON,
     ComputedFeatures,
-    export_features,
     open_features,
 )
 from ssl_speech.eval.inputs import data_source

@@ -108,3 +108,17 @@ def test_make_manifest_script(tiny_tree, tmp_path, capsys):
     kept = {u for u, n in lengths.items() if n >= 10000}
     assert f"{len(kept)} utterances, 3 speakers" in capsys.readouterr().out
     assert {u.id for u in read_manifest(out)} == kept
+
+
+def test_a_stamped_manifest_opens_only_the_files_that_changed(tiny_tree, tmp_path, audio_file):
+    root, lengths = tiny_tree
+    write_manifest(scan_directory(root), tmp_path / "all.tsv")
+    again = read_manifest(tmp_path / "all.tsv")
+    assert again.report.num_opened == 0 and len(again) == len(lengths)
+    audio_file(root / "26" / "496" / "26-496-0000.flac", 30000)  # rewritten: 36000 before
+    with pytest.warns(CorpusWarning, match="the manifest says 36000 samples"):
+        changed = read_manifest(tmp_path / "all.tsv")
+    assert changed.report.num_opened == 1 and len(changed) == len(lengths) - 1
+    (root / "19" / "227" / "19-227-0000.flac").unlink()
+    with pytest.raises(AudioError, match="19-227-0000.flac: no such file"):
+        read_manifest(tmp_path / "all.tsv", on_error="raise")

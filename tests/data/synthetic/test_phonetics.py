@@ -10,20 +10,6 @@ import pytest
 from ssl_speech.data.synthetic import PHONES
 
 
-def test_inventory_has_the_required_classes() -> None:
-    from ssl_speech.data.synthetic.phonetics import INVENTORY
-
-    assert len(PHONES) >= 30 and PHONES[0] == "sil" and len(set(PHONES)) == len(PHONES)
-    kinds = {p.kind for p in INVENTORY}
-    assert {"vowel", "diphthong", "nasal", "fricative", "stop", "approximant"} <= kinds
-    assert all(p.offglide is not None for p in INVENTORY if p.kind == "diphthong")
-    fricatives = [p for p in INVENTORY if p.kind == "fricative"]
-    stops = [p for p in INVENTORY if p.kind == "stop"]
-    for group in (fricatives, stops):
-        assert {p.voiced for p in group} == {True, False}
-    assert len({p.place for p in stops}) >= 3
-
-
 def test_language_covers_the_inventory_and_respects_durations() -> None:
     from ssl_speech.data.synthetic.phonetics import Lexicon, plan_utterance
 
