@@ -27,6 +27,7 @@ from pathlib import Path
 # Two-sided 95 % Student-t quantiles by degrees of freedom (1..10); normal beyond.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228}
+PREEMPTED_EXIT = 75
 FIGURES = ("phone_acc", "phone_acc_heldout_speakers", "abx_within", "abx_across",
            "speaker_acc")
 
@@ -106,9 +107,12 @@ def _train(run_dir: Path, overrides: list[str], threads: int, log: Path) -> floa
                f"hydra.run.dir={run_dir}/hydra", f"trainer.threads={threads}",
                "trainer.progress=false", "trainer.tensorboard=false", "probe.enabled=false"]
     start = time.monotonic()
-    with open(log, "a") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    for _ in range(3):  # a preempted run (exit 75) resumes where it stopped
+        with open(log, "a") as out:
+            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        if done.returncode != PREEMPTED_EXIT:
+            break
     if done.returncode != 0:
         raise RuntimeError(f"training failed (exit {done.returncode}): see {log}")
     return time.monotonic() - start
