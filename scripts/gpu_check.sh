@@ -177,7 +177,7 @@ stage ddp 120 "$PY" -m pytest -p no:cacheprovider -q -m cuda tests/cuda/test_ddp
     --junitxml="$OUT/ddp.xml"
 if [ "$DRY_RUN" = 0 ] && [ "$GPUS" -ge 2 ]; then
     stage ddp-cli 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 \
-        -m ssl_speech.train trainer.device=cuda data.synthetic.hours=0.05 \
+        -m ssl_speech.train trainer.device=cuda data.synthetic.hours=0.1 \
         data.batch_size=8 trainer.max_steps=20 trainer.checkpoint_every=10 \
         trainer.val_every=10 trainer.progress=false trainer.tensorboard=false \
         probe.enabled=false "run_dir=$OUT/ddp-cli-run"
@@ -218,7 +218,9 @@ benchmark() {
                 --matmul-size 64)
     else
         cases=("${GPU_CASES[@]}")
-        extra+=(--warmup 2 --repeats 3)  # the warm-up steps carry the compilation
+        # The warm-up steps carry the compilation; a 2048² product is too small to near a
+        # datacenter GPU's peak, so the matmul probe uses 8192².
+        extra+=(--warmup 2 --repeats 3 --matmul-size 8192)
     fi
     if [ "$mode" != eager ]; then
         [ "$mode" = compiled ] && extra+=(--compile)

@@ -37,6 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settings", nargs="+", default=list(defaults.estimator_settings),
                         help="estimator settings to correlate (ours, reference)")
     parser.add_argument("--encoder", default=defaults.encoder, help="encoder config (logmel)")
+    parser.add_argument("--class-function-tasks", nargs="+",
+                        default=list(defaults.class_function_tasks),
+                        help="tasks whose class function is trained (phone needs frame labels "
+                        "in the training batches)")
     for name in ("steps", "encoder_dim", "context_dim", "window", "batch_size", "warmup_steps",
                  "probe_train_utterances", "probe_test_utterances", "probe_epochs",
                  "speaker_utterances", "speaker_epochs", "estimate_utterances", "threads"):
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir, root = args.pop("out_dir"), args.pop("root")
     args["estimator_settings"] = tuple(args.pop("settings"))
     args["candidates"], args["seeds"] = tuple(args["candidates"]), tuple(args["seeds"])
+    args["class_function_tasks"] = tuple(args["class_function_tasks"])
     study = run_study(out_dir, StudySettings(**args), corpus_root=root, log=main_log)
     print(format_study(study))
     # JSON has no NaN (a correlation of constant values): null

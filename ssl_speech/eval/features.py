@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ssl_speech.data.audio import SAMPLE_RATE, read_audio
 from ssl_speech.data.corpus import Utterance
 from ssl_speech.eval.messages import quote_ids
-from ssl_speech.runs.checkpoint import file_sha256
+from ssl_speech.runs.checkpoint import file_sha256, is_exported_dir
 from ssl_speech.signal.baseline_features import log_mel_features, mfcc_features
 
 FEATURES_JSON = "features.json"
@@ -365,9 +365,10 @@ def open_features(
         if not path.exists():
             raise FileNotFoundError(f"{source} is neither a feature directory, a checkpoint nor "
                                     f"one of the baselines {BASELINE_KINDS}")
-        if path.is_dir() and not (path / "checkpoints").is_dir():
-            raise ValueError(f"{source} is neither a feature directory (no .npy files) nor a "
-                             "run directory (no checkpoints/)")
+        if path.is_dir() and not (path / "checkpoints").is_dir() and not is_exported_dir(path):
+            raise ValueError(f"{source} is neither a feature directory (no .npy files), a run "
+                             "directory (no checkpoints/) nor an exported model (no "
+                             "config.json + model.safetensors)")
     if utterances is None:
         raise ValueError(f"computing features of {source} needs the corpus's utterances")
     if name in BASELINE_KINDS:

@@ -1,20 +1,24 @@
-"""Linear phone probe: frame classification on frozen features (CPC_audio protocol).
+"""Linear phone probe: frame classification on frozen features.
 
 The linear-separability evaluation of Rivière et al., "Unsupervised pretraining transfers well
 across languages" (ICASSP 2020), as in CPC_audio: a single linear layer on frozen features,
 frame-level cross-entropy against 10 ms phone labels, Adam (lr 2e-4), a fixed number of epochs,
 frame accuracy on held-out utterances. ``hidden=H`` gives the one-hidden-layer (ReLU) variant.
 
-What our version changes, and why:
+What our version changes, and why (the protocols themselves: :mod:`ssl_speech.eval.protocols`):
 
 - Features are standardised with the training frames' per-dimension mean and standard deviation
   (a fixed first layer of the probe, so the probe applies to raw features). CPC_audio does not;
   without it the outcome of a fixed, short schedule depends on the feature scale (log-mel values
   around -10, context outputs around 0.1), so two feature sets would not be compared on equal
   terms. ``standardize=False`` restores the original protocol.
+- Optionally a part of the training utterances is held out and training stops once their
+  accuracy plateaus (``validation_fraction``, ``stopping``), so every feature set is measured
+  at convergence.
 - The probe sees shuffled minibatches of frames instead of windows of consecutive frames: a
-  frame classifier has no temporal context, so only the minibatch composition changes, and the
-  whole epoch is one vectorised gather per step.
+  frame classifier has no temporal context, so only the minibatch composition changes. The
+  frames are gathered per minibatch from memory or from a memory-mapped frame store
+  (``frame_store``), with the same result; held-out sets are scored one utterance at a time.
 
 Labels follow CPC_audio's format (one integer per 10 ms frame, label ``i`` covering samples
 ``[160 i, 160 i + 160)`` at 16 kHz). Features at another frame step are matched to them by
@@ -24,7 +28,7 @@ label never occurs in the training set are ignored and counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -200,6 +204,9 @@ def align_features_and_labels(
 # --------------------------------------------------------------------------------------------
 
 
+Frames = tuple[str, np.ndarray, np.ndarray]  # (utt, (T, D) features, (T,) labels)
+
+
 @dataclass
 class ProbeResult:
     """Frame accuracy of a phone probe on one held-out set.
@@ -251,7 +258,7 @@ class ProbeResult:
         }
 
 
-def _checked(name: str, utterances, num_classes: int | None = None):
+def _checked(name: str, utterances: Iterable[Frames]) -> Iterator[Frames]:
     """Pass ``(utt, features, labels)`` triples on, checking labels and one feature dim."""
     dim = None
     for utt, feats, lab in utterances:
@@ -294,7 +301,7 @@ class _Aligned:
         self.tolerance_frames = tolerance_frames
         self.steps = (1, 1) if frame_step is None else _step_ratio(frame_step, label_step)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Frames]:
         mismatched: list[tuple[str, int, int, int]] = []
         tolerance = 0 if self.frame_step is None else self.tolerance_frames
         for utt in self.features:
@@ -431,8 +438,8 @@ def train_phone_probe(
 
 
 @torch.no_grad()
-def _score(model: torch.nn.Module, utterances, seen: np.ndarray, num_classes: int, dim: int,
-           ) -> tuple[np.ndarray, int, list[int]]:
+def _score(model: torch.nn.Module, utterances: Iterable[Frames], seen: np.ndarray,
+           num_classes: int, dim: int) -> tuple[np.ndarray, int, list[int]]:
     """Confusion counts over frames whose label is a seen class; ignored count; unseen labels."""
     device = next(model.parameters()).device
     confusion = np.zeros(num_classes * num_classes, dtype=np.int64)

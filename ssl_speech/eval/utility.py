@@ -126,7 +126,7 @@ def estimator_setting(setting: str | EstimatorSetting) -> EstimatorSetting:
 
 
 @dataclass
-class CorpusFeatures:
+class CorpusSignals:
     """Per utterance: log-mel frames ``(T, 40)`` and each pseudo-label's frames ``(T,)`` or
     ``(T, D)`` (``labels[name][utt]``), 10 ms frames; and each utterance's speaker name."""
 
@@ -135,14 +135,14 @@ class CorpusFeatures:
     speakers: dict[str, str]
 
 
-def extract_corpus_features(utterances: Sequence[Utterance], candidates: Sequence[str],
-                            read: Callable[[Utterance], np.ndarray] | None = None,
-                            progress: bool = False) -> CorpusFeatures:
+def extract_corpus_signals(utterances: Sequence[Utterance], candidates: Sequence[str],
+                           read: Callable[[Utterance], np.ndarray] | None = None,
+                           progress: bool = False) -> CorpusSignals:
     """Log-mel and the candidates' pseudo-labels of every utterance (``read``: ``utterance ->
     (S,) float32`` at 16 kHz, default: read its file)."""
     candidates = check_names(candidates)
     read = read or (lambda u: read_audio(u.path))
-    features = CorpusFeatures({}, {name: {} for name in candidates}, {})
+    features = CorpusSignals({}, {name: {} for name in candidates}, {})
     for utt in tqdm(utterances, desc="pseudo-labels", disable=not progress):
         wav = read(utt)
         features.log_mel[utt.id] = log_mel_features(wav)
@@ -161,7 +161,7 @@ def _trimmed(labels: np.ndarray, frames: int, utt: str, tolerance: int = 2) -> n
     return labels[:frames]
 
 
-def task_segments(features: CorpusFeatures, task: str,
+def task_segments(features: CorpusSignals, task: str,
                   alignments: Mapping[str, np.ndarray] | None = None,
                   speakers: Mapping[str, int] | None = None,
                   chunk_frames: int | None = 200) -> Segments:
@@ -211,7 +211,7 @@ def class_function_targets(labels: np.ndarray, seed: int = 0) -> Tensor:
 
 
 def estimate_utilities(
-    features: CorpusFeatures,
+    features: CorpusSignals,
     segments: Segments,
     task: str,
     setting: str | EstimatorSetting = "ours",
@@ -301,6 +301,6 @@ def rank_pseudo_labels(
     names = check_names(candidates)
     if controls and NOISE_CONTROL not in names:
         names.append(NOISE_CONTROL)
-    features = extract_corpus_features(utterances, names, read, progress)
+    features = extract_corpus_signals(utterances, names, read, progress)
     segments = task_segments(features, task, alignments, speakers, s.speaker_chunk_frames)
     return estimate_utilities(features, segments, task, s, controls, seed, device)

@@ -267,3 +267,20 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     model.checkpoint_path = source
     model.checkpoint_step = step if isinstance(step, int) else 0
     return model
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a checkpoint records (ssl_speech, torch, torchaudio, Python)."""
+    import platform
+
+    import ssl_speech
+
+    versions = {"ssl_speech": ssl_speech.__version__, "torch": str(torch.__version__),
+                "python": platform.python_version()}
+    try:
+        import torchaudio
+
+        versions["torchaudio"] = str(torchaudio.__version__)
+    except ImportError:
+        pass
+    return versions

@@ -10,7 +10,7 @@ speaker probe) and summarised from its ``metrics.jsonl``
 A run whose directory already holds a ``summary.json`` made with the same overrides and probe
 settings is not trained again (delete the directory to redo it); an interrupted run resumes
 from its last checkpoint; a directory made with other overrides is an error, never reused. Runs
-are trained by :func:`ssl_speech.train.__main__.run` on configs composed with Hydra's compose
+are trained by :func:`ssl_speech.train.api.train` on configs composed with Hydra's compose
 API, exactly as ``python -m ssl_speech.train <overrides>`` would build them.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from ssl_speech.data.audio import SAMPLE_RATE
 from ssl_speech.data.corpus import Utterance
@@ -55,17 +55,9 @@ OVERRIDES_FILE = "compare_overrides.json"
 # ------------------------------------------------------------------------------- configs
 def compose_run(overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str]]:
     """The training config for ``overrides`` and the chosen option of each config group."""
-    from hydra import compose, initialize_config_dir
+    from ssl_speech.config import compose_with_choices
 
-    from ssl_speech.config import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items()
-               if not k.startswith("hydra/")}
-    with open_dict(cfg):
-        del cfg["hydra"]  # the run needs none of it, and it does not resolve outside Hydra
-    return cfg, choices
+    return compose_with_choices(overrides)
 
 
 def seconds_per_step(cfg: DictConfig) -> float:
@@ -163,7 +155,7 @@ def _log(message: str) -> None:
 
 def train_and_probe(preset: Preset, spec: RunSpec, out_dir: Path) -> dict[str, Any]:
     """Train one run (or reuse its finished summary), probe it, and return its result row."""
-    from ssl_speech.train.__main__ import run
+    from ssl_speech.train.api import train as run
 
     overrides, steps, per_step = plan_run(preset, spec, out_dir)
     run_dir = out_dir / spec.name

@@ -58,7 +58,7 @@ The noise measures depend on how often the loss is logged; presets log every ste
 16000))`` for one process. A run whose directory already holds a ``summary.json`` made with the
 same overrides is not trained again (delete the directory to redo it); an interrupted run
 resumes from its last checkpoint; a directory made with other overrides is an error, never
-reused. Runs are trained by :func:`ssl_speech.train.__main__.run` on configs composed with
+reused. Runs are trained by :func:`ssl_speech.train.api.train` on configs composed with
 Hydra's compose API, exactly as ``python -m ssl_speech.train <overrides>`` would build them.
 """
 

@@ -16,7 +16,10 @@ A plan is a JSON object:
 - ``{"kind": "disk_full", "target": "checkpoint" | "metrics" | "any", "after_bytes": N}``:
   once N bytes went to such files, every further write raises ``OSError(ENOSPC)``;
 - ``{"kind": "rank_fault", "rank": R, "step": S, "action": "kill" | "raise"}``: the process
-  of rank R is killed, or raises, before its optimizer step S.
+  of rank R is killed, or raises, before its optimizer step S;
+- ``{"kind": "signal", "signal": N, "step": S, "delay": D, "count": C, "gap": G}``: when the
+  optimizer step S begins, a timer sends signal N to the process after D seconds, C times
+  G seconds apart (so it lands anywhere in the step, the checkpoint after it included).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import io
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +164,24 @@ def _install_rank_fault(plan: dict[str, Any]) -> None:
     register_optimizer_step_pre_hook(hook)
 
 
+def _install_signal(plan: dict[str, Any]) -> None:
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    def send() -> None:
+        time.sleep(float(plan.get("delay", 0.0)))
+        for i in range(int(plan.get("count", 1))):
+            if i:
+                time.sleep(float(plan.get("gap", 0.0)))
+            os.kill(os.getpid(), int(plan["signal"]))
+
+    def hook(optimizer, args, kwargs):
+        _state["steps"] += 1
+        if _state["steps"] == int(plan["step"]):
+            threading.Thread(target=send, daemon=True).start()
+
+    register_optimizer_step_pre_hook(hook)
+
+
 def install() -> None:
     """Install the plan in :data:`PLAN_ENV`, if any (called from ``sitecustomize``)."""
     text = os.environ.get(PLAN_ENV)
@@ -175,6 +198,8 @@ def install() -> None:
         _install_call_point(plan)
     elif kind == "rank_fault":
         _install_rank_fault(plan)
+    elif kind == "signal":
+        _install_signal(plan)
     else:
         raise ValueError(f"{PLAN_ENV}: unknown fault kind {kind!r}")
 

@@ -35,23 +35,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ssl_speech.data.audio import SAMPLE_RATE
-from ssl_speech.data.batch import Batch
 from ssl_speech.data.corpus import Corpus, Utterance
-from ssl_speech.eval.features import extract_corpus_features
-from ssl_speech.eval.phone_probe import train_phone_probe
+from ssl_speech.eval.features import model_features
+from ssl_speech.eval.probing import ProbeSplit, probe
+from ssl_speech.eval.protocols import ProbeProtocol, SpeakerProtocol
 from ssl_speech.eval.quick_probe import pick_utterances
-from ssl_speech.eval.speaker_probe import held_out_utterance_split, train_speaker_probe
 from ssl_speech.eval.utility import (
     CLASS_CONTROL,
     TASKS,
     estimate_utilities,
     estimator_setting,
+    extract_corpus_signals,
     task_segments,
 )
-from ssl_speech.eval.utility import extract_corpus_features as extract_labels
 from ssl_speech.eval.utility_validation import (
     RankCorrelation,
     ValidationPanel,
@@ -59,58 +57,10 @@ from ssl_speech.eval.utility_validation import (
     plot_validation,
     rank_correlation,
 )
-from ssl_speech.objectives.base import ObjectiveOutput
-from ssl_speech.objectives.pseudo_label_regression import PseudoLabelRegression
 from ssl_speech.signal.pseudo_labels import check_names
 
 CANDIDATES = ("f0", "voicing", "rms", "loudness", "spectral_centroid", "spectral_flatness",
               "zcr", "mfcc", "noise", CLASS_CONTROL)
-
-
-class ClassFunctionRegression(nn.Module):
-    """Regress a fixed function of the downstream class: the class-function control as a target.
-
-    Each frame's target is a standard normal value drawn once per class (seeded by the class
-    index and ``seed``), the class being the frame's phone (``batch.phones``) or the window's
-    speaker (``batch.speaker``); unlabelled frames (-100) are left out. Loss and metrics are
-    those of :class:`PseudoLabelRegression` (a 1-dimensional target), whose head and running
-    standardisation it uses.
-    """
-
-    def __init__(self, classes: str = "phone", context_dim: int = 256, hidden: int | None = None,
-                 loss: str = "mse", momentum: float = 0.01, seed: int = 0,
-                 label: str = "noise") -> None:
-        super().__init__()
-        if classes not in TASKS:
-            raise ValueError(f"ClassFunctionRegression classes must be one of {TASKS}, got "
-                             f"{classes!r} (objective.classes)")
-        del label  # the pseudo-label config's key; the target here is the class function
-        self.classes, self.seed = classes, seed
-        self.regression = PseudoLabelRegression("noise", context_dim, hidden, loss, momentum)
-
-    def class_values(self, labels: Tensor) -> Tensor:
-        """The fixed value of each class in ``labels`` (any shape), NaN where it is -100."""
-        values = torch.full(labels.shape, float("nan"))
-        for c in labels.unique().tolist():
-            if c >= 0:
-                g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(c)) % (1 << 62))
-                values[labels.cpu() == c] = torch.randn(1, generator=g).item()
-        return values.to(labels.device)
-
-    def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
-        _, c = model(batch.wav)
-        if self.classes == "speaker":
-            labels = batch.speaker[:, None].expand(-1, c.shape[1])
-        elif batch.phones is None:
-            raise ValueError("ClassFunctionRegression(classes='phone') needs frame labels in the "
-                             "batch (batch.phones): the training loader must be built with the "
-                             "corpus alignments")
-        else:
-            labels = batch.phones
-        if labels.shape[1] != c.shape[1]:
-            raise ValueError(f"{labels.shape[1]} label frames but the model gives {c.shape[1]}; "
-                             "the class-function control needs a 10 ms encoder (hop 160)")
-        return self.regression.compute(c, self.class_values(labels)[..., None].to(c.device))
 
 
 @dataclass
@@ -231,9 +181,7 @@ def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_d
                        corpus_root: Path | None = None, class_task: str | None = None,
                        extra: Sequence[str] = ()):
     """The training config of one run (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-
-    from ssl_speech.config import config_dir
+    from ssl_speech.config import compose
 
     data = ["data=synthetic"] if corpus_root is None else [
         "data=librispeech", f"data.root={corpus_root}",
@@ -242,8 +190,10 @@ def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_d
     ]
     target = [f"objective.label={candidate}"] if class_task is None else [
         "objective.label=noise",
-        f"objective._target_={__name__}.{ClassFunctionRegression.__name__}",
+        "objective._target_=ssl_speech.objectives.class_function_regression."
+        "ClassFunctionRegression",
         f"+objective.classes={class_task}", f"+objective.seed={seed}",
+        *(["data.frame_labels=true"] if class_task == "phone" else []),
     ]
     overrides = [
         *data, "objective=pseudo_label", *target, f"objective.loss={settings.loss}",
@@ -259,8 +209,7 @@ def compose_run_config(settings: StudySettings, candidate: str, seed: int, run_d
         "probe.enabled=false", f"seed={seed}", f"run_dir={run_dir}",
         f"run_name=pseudo_label-{run_dir.name}", *extra,
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides)
 
 
 def _training_figures(run_dir: Path, records: int = 5) -> tuple[float, float]:
@@ -280,33 +229,33 @@ def _training_figures(run_dir: Path, records: int = 5) -> tuple[float, float]:
 def _probe_accuracy(model: torch.nn.Module, train: list[Utterance], test: list[Utterance],
                     alignments: dict[str, np.ndarray], settings: StudySettings,
                     seed: int = 0) -> float:
-    features = {name: extract_corpus_features(model, utts, "context")
-                for name, utts in (("train", train), ("test", test))}
-    results = train_phone_probe(
-        features["train"], {u.id: alignments[u.id] for u in train},
-        {"dev": (features["test"], {u.id: alignments[u.id] for u in test})},
-        epochs=settings.probe_epochs, lr=settings.probe_lr, seed=seed,
-        frame_step=float(model.hop) / SAMPLE_RATE,
-    )
-    return results["dev"].accuracy
+    """Phone accuracy on ``test`` of a linear probe trained on ``train`` for a fixed number of
+    epochs (every run gets the same schedule)."""
+    split = ProbeSplit({u.id: alignments[u.id] for u in [*train, *test]}, [u.id for u in train],
+                       {"dev": [u.id for u in test]})
+    protocol = ProbeProtocol(name="fixed", epochs=settings.probe_epochs, lr=settings.probe_lr,
+                             validation_fraction=None, patience=None, seed=seed)
+    features = model_features(model, [*train, *test], "context")
+    outcome = probe({"model": features}, split, protocol, in_memory=True)["model"]
+    return outcome.phone["dev"].accuracy
 
 
 def _speaker_accuracy(model: torch.nn.Module, utterances: list[Utterance],
                       settings: StudySettings, seed: int = 0) -> float:
-    speakers = {u.id: u.speaker for u in utterances}
-    train_ids, test_ids = held_out_utterance_split(speakers, 0.2, seed)
-    features = extract_corpus_features(model, utterances, "context")
-    results = train_speaker_probe(
-        {u: features[u] for u in train_ids}, {u: speakers[u] for u in train_ids},
-        {"held_out": ({u: features[u] for u in test_ids}, {u: speakers[u] for u in test_ids})},
-        epochs=settings.speaker_epochs, seed=seed)
-    return results["held_out"].accuracy
+    """Speaker accuracy on held-out utterances of the same speakers."""
+    split = ProbeSplit({}, [u.id for u in utterances], {},
+                       speakers={u.id: u.speaker for u in utterances})
+    protocol = SpeakerProtocol(epochs=settings.speaker_epochs, seed=seed)
+    features = model_features(model, utterances, "context")
+    outcome = probe({"model": features}, split, speaker_protocol=protocol, phone=False,
+                    in_memory=True)["model"]
+    return outcome.speaker.accuracy
 
 
 def _estimates(settings: StudySettings, utterances: list[Utterance],
                alignments: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
     names = [c for c in settings.candidates if c != CLASS_CONTROL]
-    features = extract_labels(utterances, names)
+    features = extract_corpus_signals(utterances, names)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in settings.estimator_settings:
         setting = estimator_setting(name)
@@ -367,7 +316,7 @@ def run_study(out_dir: str | Path, settings: StudySettings | None = None,
     from ssl_speech.data.corpus import load_corpus
     from ssl_speech.data.labels import read_alignments
     from ssl_speech.train import build
-    from ssl_speech.train.__main__ import run
+    from ssl_speech.train.api import train as run
     from ssl_speech.train.rng import seed_everything
 
     settings = settings or StudySettings()

@@ -42,7 +42,8 @@ def phase_modules(train_module: nn.Module) -> dict[str, nn.Module]:
     objective has them, ``heads`` (``train_module`` holds ``model`` and ``objective``)."""
     model, objective = train_module.model, train_module.objective
     parts = {"encoder": model.encoder, "context": model.context}
-    heads = getattr(objective, "heads", None)
+    # the predictive objectives keep their heads in their shared core
+    heads = getattr(getattr(objective, "core", objective), "heads", None)
     if isinstance(heads, nn.Module):
         parts["heads"] = heads
     return parts
@@ -177,9 +178,10 @@ def phase_flops(train_module: nn.Module, batch: Any,
                 step_flops: int | None = None, formulas: dict | None = None) -> dict[str, int]:
     """FLOPs of each phase of one step: the forward parts from a forward-only count
     (``scores`` is the forward's remainder), ``backward`` = ``step_flops`` minus the forward
-    (``step_flops`` from :func:`~ssl_speech.studies.benchmark.count_step_flops`); the optimizer
+    (``step_flops`` from :func:`~ssl_speech.studies.step_flops.count_step_flops`); the optimizer
     and ``other`` count 0 (elementwise work is not counted). ``formulas``: FLOP formulas for
-    kernels ``torch.utils.flop_counter`` does not know (the benchmark's)."""
+    kernels ``torch.utils.flop_counter`` does not know
+    (:func:`~ssl_speech.studies.step_flops.extra_flop_formulas`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     objectives = [m for m in train_module.modules() if hasattr(m, "score_method")]

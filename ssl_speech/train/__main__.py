@@ -8,6 +8,11 @@ and exits with code 1; ``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # from the first moment: a preemption signal during start-up is kept
+    from ssl_speech.train.preemption import catch_from_start
+
+    catch_from_start()
+
 import importlib.util
 import os
 import sys
@@ -18,6 +23,7 @@ from omegaconf import DictConfig
 
 from ssl_speech.config import config_dir, resolve_run_config
 from ssl_speech.runs.checkpoint import CheckpointError
+from ssl_speech.runs.metrics_log import MetricsLogError
 from ssl_speech.train.api import RunResult, train
 from ssl_speech.train.errors import CollectiveError, MissingExtraError, TrainingStoppedError
 
@@ -27,7 +33,8 @@ __all__ = ["RunResult", "main", "run", "train"]
 
 # Errors whose message is written for the user (option or file named, fix said).
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
-               CheckpointError, TrainingStoppedError, CollectiveError, MissingExtraError)
+               CheckpointError, MetricsLogError, TrainingStoppedError, CollectiveError,
+               MissingExtraError)
 SLURM_HINT = ("error: hydra/launcher={choice} needs Hydra's submitit launcher, which is not "
               "installed: pip install 'ssl_speech[slurm]' (or pip install "
               "hydra-submitit-launcher)")

@@ -42,13 +42,19 @@ def build_loader(corpus: Corpus, data: DictConfig, seed: int, rank: int, world_s
         corpus, window=int(data.window), batch_size=int(data.batch_size),
         mode=shuffle_mode or data.sampler, seed=seed, rank=rank, world_size=world_size,
         labels=labels, num_workers=int(data.num_workers), in_memory=bool(data.in_memory),
-        hop=hop,
+        hop=hop, pin_memory=data.get("pin_memory"),
+        prefetch_factor=int(data.get("prefetch_factor") or 2), on_error=str(data.on_error),
     )
     return loader, loader.batch_sampler
 
 
 def build_model(cfg: DictConfig) -> SSLModel:
-    return SSLModel(instantiate(cfg.encoder), instantiate(cfg.context))
+    """The model ``cfg`` describes; it keeps its (plain) encoder and context config, so it
+    can be saved with ``save_pretrained`` without a checkpoint."""
+    model = SSLModel(instantiate(cfg.encoder), instantiate(cfg.context))
+    model.config = {key: OmegaConf.to_container(cfg[key], resolve=True)
+                    for key in ("encoder", "context")}
+    return model
 
 
 def build_objective(cfg: DictConfig) -> torch.nn.Module:
@@ -134,14 +140,20 @@ def build_run(cfg: DictConfig, ctx: DistributedContext | None = None, data: bool
         hop = int(model.hop)
         on_error = str(cfg.data.on_error)
         window = int(cfg.data.window)
+        scan = dict(threads=int(cfg.data.get("scan_threads") or 8),
+                    cache=bool(cfg.data.get("manifest_cache", False)), rank=ctx.rank,
+                    barrier=(lambda: barrier(ctx, "waiting for rank 0 to scan the corpus"))
+                    if ctx.world_size > 1 else None)
         train_corpus = load_split_corpus(source, source.train_split, on_error,
-                                         min_samples=window)
+                                         min_samples=window, **scan)
+        # frame labels ride along only when asked for (objectives that train on them)
+        labels = read_labels(source) if cfg.data.get("frame_labels", False) else None
         train_loader, sampler = build_loader(train_corpus, cfg.data, seed, ctx.rank,
-                                             ctx.world_size, hop=hop)
+                                             ctx.world_size, labels=labels, hop=hop)
         val_loader = None
         if source.dev_split is not None and settings.val_every > 0:
             dev_corpus = load_split_corpus(source, source.dev_split, on_error,
-                                           min_samples=window)
+                                           min_samples=window, **scan)
             val_loader, _ = build_loader(dev_corpus, cfg.data, seed + 1, ctx.rank,
                                          ctx.world_size, hop=hop)
         parts = dict(source=source, train_corpus=train_corpus, train_loader=train_loader,

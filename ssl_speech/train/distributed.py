@@ -49,7 +49,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use auto or cpu")
+            raise ValueError("trainer.device=cuda but no CUDA device is visible; use auto or cpu")
         return torch.device("cuda", local_rank)
     if device not in ("cpu",) and not device.startswith("cuda:"):
         raise ValueError(f"trainer.device={device!r}: expected auto, cpu, cuda or cuda:N")

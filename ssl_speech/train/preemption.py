@@ -44,7 +44,13 @@ class PreemptionHandler:
         for sig in self.signals:
             # Outside the main thread (e.g. a notebook worker) handlers cannot be installed.
             with contextlib.suppress(ValueError):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                previous = signal.signal(sig, self._handle)
+                outer = _handler_of(previous)
+                if outer is not None and self.received is None:
+                    # an enclosing handler (the entry point's, from start-up on) hands over a
+                    # signal it caught before this one was installed
+                    self.received = outer.received
+                self._previous[sig] = previous
         return self
 
     def pass_on(self) -> bool:
@@ -53,9 +59,14 @@ class PreemptionHandler:
         if self.received is None:
             return False
         previous = self._previous.get(self.received)
+        outer = _handler_of(previous)
+        while outer is not None:  # ours all the way out: hand on to what was there before
+            previous = outer._previous.get(self.received)
+            outer = _handler_of(previous)
         if not callable(previous):
             return False
         self.__exit__()
+        signal.signal(self.received, previous)
         os.kill(os.getpid(), self.received)
         return True
 
@@ -63,3 +74,17 @@ class PreemptionHandler:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+
+
+def _handler_of(handler: object) -> PreemptionHandler | None:
+    """The :class:`PreemptionHandler` whose method ``handler`` is, if any."""
+    owner = getattr(handler, "__self__", None)
+    return owner if isinstance(owner, PreemptionHandler) else None
+
+
+def catch_from_start() -> PreemptionHandler:
+    """Install a handler for the whole process (the entry point calls this first): a signal
+    that arrives during start-up, the corpus scan or model building is kept, and the trainer's
+    own handler takes it over, saves at its first step boundary and exits with
+    :data:`PREEMPTED_EXIT_CODE`."""
+    return PreemptionHandler().__enter__()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ssl_speech.runs import checkpoint as ckpt
 from ssl_speech.train.errors import ResumeConfigError
 
 # Dotted prefixes that may change between a run and its resumption.
@@ -72,3 +73,25 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any], po
             "Rerun with the run's own settings, start a new run (another run_dir), or add "
             "trainer.resume_changed=allow to resume with the new settings anyway")
     return changes
+
+
+def find_resume_checkpoint(resume: str | bool, run_dir: str | Path) -> Path | None:
+    """The checkpoint ``trainer.resume`` asks for: ``auto`` (the run's newest valid one, if
+    any), ``true`` (it must exist), ``false`` (none), or a checkpoint file or run directory."""
+    resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
+    if resume in ("false", "no", "0"):
+        return None
+    explicit = resume not in ("auto", "true", "yes", "1")
+    source = Path(resume) if explicit else Path(run_dir)
+    if explicit and not source.exists():
+        raise ckpt.CheckpointError(
+            f"trainer.resume={resume}: no such file or directory; give a checkpoint file or "
+            "a run directory, or use auto (the default) or false")
+    if source.is_dir():
+        found = ckpt.latest_valid_checkpoint(source)
+    else:
+        found = source if explicit else None  # a run that has not started yet
+    if found is None and resume != "auto":
+        raise ckpt.CheckpointError(f"trainer.resume={resume} but {source} has no usable "
+                                   "checkpoint; use auto or false to start afresh")
+    return found

@@ -31,13 +31,12 @@ from ssl_speech.train.distributed import (
     DistributedContext,
     all_reduce_mean,
     any_rank,
-    barrier,
     collective,
     gather_objects,
 )
 from ssl_speech.train.errors import TrainingStoppedError
 from ssl_speech.train.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler
-from ssl_speech.train.resume_check import check_resume_config
+from ssl_speech.train.resume_check import check_resume_config, find_resume_checkpoint
 from ssl_speech.train.rng import capture_rng_state, restore_rng_state
 from ssl_speech.train.run_logs import MetricWindow, RunLogs
 from ssl_speech.train.settings import PRECISIONS, TrainerSettings
@@ -111,6 +110,8 @@ class Trainer:
         self.consumed = 0  # batches of the current epoch already used
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
+        self.skipped_windows = 0  # windows whose audio failed at read time (see data.on_error)
+        self.skipped_files: set[str] = set()
         self.last_step_updated = False  # whether the newest train_step changed the weights
         self.module = TrainModule(model, objective).to(self.device)
         self.wrapped: nn.Module = self.module
@@ -145,9 +146,11 @@ class Trainer:
             "rng": gather_objects(capture_rng_state(), self.ctx),
             "world_size": self.ctx.world_size,
             "counters": {"nonfinite_total": self.nonfinite_total,
-                         "nonfinite_streak": self.nonfinite_streak},
+                         "nonfinite_streak": self.nonfinite_streak,
+                         "skipped_windows": self.skipped_windows,
+                         "skipped_files": sorted(self.skipped_files)},
             "config": self.config,
-            "versions": _versions(),
+            "versions": ckpt.library_versions(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -164,6 +167,8 @@ class Trainer:
         counters = state.get("counters", {})
         self.nonfinite_total = int(counters.get("nonfinite_total", 0))
         self.nonfinite_streak = int(counters.get("nonfinite_streak", 0))
+        self.skipped_windows = int(counters.get("skipped_windows", 0))
+        self.skipped_files = set(counters.get("skipped_files", ()))
         rng = state.get("rng", [])
         if int(state.get("world_size", 1)) == self.ctx.world_size and len(rng) > self.ctx.rank:
             restore_rng_state(rng[self.ctx.rank])
@@ -177,11 +182,17 @@ class Trainer:
     def save(self) -> Path | None:
         """Every rank takes part (RNG states are gathered); rank 0 writes."""
         state = self.state_dict()
-        path = None
+        path, failure = None, None
         if self.ctx.is_main:
-            path = ckpt.save_checkpoint(state, ckpt.checkpoint_path(self.run_dir, self.step))
-            ckpt.prune_checkpoints(self.run_dir, self.settings.keep_last)
-        barrier(self.ctx)
+            try:
+                path = ckpt.save_checkpoint(state, ckpt.checkpoint_path(self.run_dir, self.step))
+                ckpt.prune_checkpoints(self.run_dir, self.settings.keep_last)
+            except ckpt.CheckpointError as error:
+                failure = error
+        # every rank learns of a failed write (a full disk), instead of waiting at a barrier
+        if any_rank(failure is not None, self.ctx):
+            raise failure or ckpt.CheckpointError(
+                f"rank 0 could not write the checkpoint of step {self.step}; see its error")
         return path
 
     def maybe_resume(self, resume: str | bool) -> bool:
@@ -189,23 +200,8 @@ class Trainer:
 
         A checkpoint of a different config is refused (``trainer.resume_changed``).
         """
-        resume = str(resume).lower() if isinstance(resume, bool) else str(resume)
-        if resume in ("false", "no", "0"):
-            return False
-        explicit = resume not in ("auto", "true", "yes", "1")
-        source = Path(resume) if explicit else self.run_dir
-        if explicit and not source.exists():
-            raise ckpt.CheckpointError(
-                f"trainer.resume={resume}: no such file or directory; give a checkpoint file or "
-                "a run directory, or use auto (the default) or false")
-        if source.is_dir():
-            found = ckpt.latest_valid_checkpoint(source)
-        else:
-            found = source if explicit else None  # a run that has not started yet
+        found = find_resume_checkpoint(resume, self.run_dir)
         if found is None:
-            if resume != "auto":
-                raise ckpt.CheckpointError(f"trainer.resume={resume} but {source} has no usable "
-                                           "checkpoint; use auto or false to start afresh")
             return False
         state = ckpt.load_checkpoint(found, map_location=self.device)
         changes = check_resume_config(state.get("config") or {}, self.config,
@@ -367,7 +363,10 @@ class Trainer:
             self.sampler.set_epoch(self.epoch)
             for batch in self.train_loader:
                 self.consumed += 1
-                yield batch
+                self.skipped_windows += len(batch.skipped)
+                self.skipped_files.update(path for path, _ in batch.skipped)
+                if batch.size:  # every window of an empty batch failed to read
+                    yield batch
             self.epoch += 1
             self.consumed = 0
 
@@ -377,6 +376,8 @@ class Trainer:
         values["audio_s_per_s"] = window.audio_seconds * self.ctx.world_size / window.elapsed()
         values["lr"] = self.scheduler.get_last_lr()[0]
         values["nonfinite_steps"] = float(self.nonfinite_total)
+        values["skipped_windows"] = float(self.skipped_windows)
+        values["skipped_files"] = float(len(self.skipped_files))
         self._log(values, "train", epoch=self.epoch)
         if self._bar is not None:
             self._bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values.get('acc', 0):.3f}",
@@ -433,19 +434,3 @@ class Trainer:
         window = getattr(self.sampler, "window", None)
         seconds = float(window) / SAMPLE_RATE if window else 0.0
         return sum(b.wav.shape[0] for b in micro) * seconds
-
-
-def _versions() -> dict[str, str]:
-    import platform
-
-    import ssl_speech
-
-    versions = {"ssl_speech": ssl_speech.__version__, "torch": str(torch.__version__),
-                "python": platform.python_version()}
-    try:
-        import torchaudio
-
-        versions["torchaudio"] = str(torchaudio.__version__)
-    except ImportError:
-        pass
-    return versions

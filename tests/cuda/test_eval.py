@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_speech.eval.abx import ABXItem, abx_scores
+from ssl_speech.data.labels import AbxItem
+from ssl_speech.eval.abx import abx_scores
 from ssl_speech.eval.phone_probe import train_phone_probe
 
 pytestmark = pytest.mark.cuda
@@ -29,7 +30,7 @@ def abx_corpus(seed: int = 0, speakers: int = 4, phones: int = 3, utts: int = 2,
             frames = 0.7 * means[np.repeat(seq, ends - starts)]
             feats[utt] = (frames + rng.normal(size=frames.shape)).astype(np.float32)
             for k in range(1, per_utt - 1):
-                items.append(ABXItem(utt, starts[k] * STEP, ends[k] * STEP, f"p{seq[k]}",
+                items.append(AbxItem(utt, starts[k] * STEP, ends[k] * STEP, f"p{seq[k]}",
                                      f"p{seq[k - 1]}", f"p{seq[k + 1]}", f"spk{s}"))
     return feats, items
 

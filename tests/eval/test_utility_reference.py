@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_speech.eval.utility import REFERENCE, CorpusFeatures, estimate_utilities, task_segments
+from ssl_speech.eval.utility import REFERENCE, CorpusSignals, estimate_utilities, task_segments
 from ssl_speech.eval.utility_hsic import hsic, rbf_kernel
 from ssl_speech.eval.utility_reference import reference_downsample_segments
 from ssl_speech.eval.utility_segments import Segments
@@ -77,7 +77,7 @@ def test_the_reference_estimate_equals_the_formulas_end_to_end():
                for u, n in (("a", 70), ("b", 55))}
     label = {u: rng.gamma(2.0, 50.0, size=len(v)).astype(np.float32) for u, v in log_mel.items()}
     phones = {u: np.repeat(np.arange(len(v) // 5) % 3, 5)[: len(v)] for u, v in log_mel.items()}
-    features = CorpusFeatures(log_mel, {"z": label}, {"a": "s1", "b": "s1"})
+    features = CorpusSignals(log_mel, {"z": label}, {"a": "s1", "b": "s1"})
     segments = task_segments(features, "phone", phones)
     got = {e.name: e for e in estimate_utilities(features, segments, "phone", REFERENCE,
                                                  controls=False)}["z"]

@@ -171,3 +171,16 @@ def test_unknown_names_and_bad_inputs_are_rejected():
         extract_pseudo_label("rms", torch.zeros(1600), hop=161)
     with pytest.raises(ValueError, match="f_min"):
         pitch_track(torch.zeros(1600), f_min=500.0, f_max=100.0)
+
+
+def test_the_noise_control_is_white_noise_fixed_by_the_audio(white_noise):
+    x = white_noise(2.0, seed=1)
+    a, b = extract_pseudo_label("noise", x), extract_pseudo_label("noise", x.clone())
+    assert torch.equal(a, b)  # the same audio, the same values
+    other = extract_pseudo_label("noise", white_noise(2.0, seed=2))
+    assert not torch.equal(a, other)
+    assert abs(a.mean().item()) < 0.2 and abs(a.std().item() - 1.0) < 0.15
+    # independent of the signal's level and shape: a loud tone gets the same statistics
+    tone = extract_pseudo_label("noise", 0.9 * torch.sin(torch.arange(32000) * 0.1))
+    assert abs(tone.mean().item()) < 0.2 and abs(tone.std().item() - 1.0) < 0.15
+    assert abs(np.corrcoef(a.numpy(), extract_pseudo_label("rms", x).numpy())[0, 1]) < 0.2

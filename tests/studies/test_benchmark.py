@@ -22,7 +22,6 @@ from ssl_speech.objectives.cpc import CPC
 from ssl_speech.studies.benchmark import (
     PRESETS,
     BenchmarkSettings,
-    _extra_flop_formulas,
     _is_out_of_memory,
     cases_for,
     count_step_flops,
@@ -30,6 +29,7 @@ from ssl_speech.studies.benchmark import (
     markdown_table,
     worker_environment,
 )
+from ssl_speech.studies.step_flops import extra_flop_formulas
 from ssl_speech.studies.step_phases import PHASES, PhaseClock, phase_flops
 from ssl_speech.train.trainer import TrainModule
 
@@ -69,7 +69,7 @@ def test_flop_count_of_a_known_case(method: str) -> None:
     flops = count_step_flops(TrainModule(model, objective), batch)
     # Whichever method runs, the scores count as the gather form's arithmetic.
     assert flops == cpc_step_flops(B, S, D, H, K, N)
-    assert objective.score_method == method  # restored after counting
+    assert objective.core.score_method == method  # restored after counting
 
 
 def test_settings_validation() -> None:
@@ -200,7 +200,7 @@ def test_phase_flops_split_the_step_count() -> None:
     B, S, D, H, K, N = 3, 3200, 16, 24, 4, 10
     module, batch = tiny_cpc_module(B, S, D, H, K, N)
     step = count_step_flops(module, batch)
-    phases = phase_flops(module, batch, step_flops=step, formulas=_extra_flop_formulas())
+    phases = phase_flops(module, batch, step_flops=step, formulas=extra_flop_formulas())
     assert list(phases) == ["encoder", "context", "heads", "scores", "backward", "optimizer",
                             "other"]
     T, A = S // 160, S // 160 - K
@@ -263,3 +263,29 @@ def test_machine_info_names_the_cpu_and_the_commit() -> None:
                             text=True).stdout.strip()
     if commit:  # in a checkout
         assert info["commit"].split("+")[0] == commit
+
+
+def test_largest_batch_stops_at_out_of_memory_headroom_or_bound(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from ssl_speech.studies import benchmark
+
+    def search(device: str, fits_below: int, max_batch: int, total: int | None = None):
+        """Peak memory 100 MB per sequence; out of memory from ``fits_below`` sequences."""
+        monkeypatch.setattr(benchmark, "_peak_at_batch", lambda spec, b: None
+                            if b >= fits_below else b * 100 * 2**20)
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda device: SimpleNamespace(total_memory=total))
+        settings = BenchmarkSettings(device=device, batch_size=2, max_batch_size=max_batch)
+        found, tried = benchmark.largest_batch(benchmark._CaseSpec("c", (), settings, "."))
+        return found, [(t["batch_size"], t["peak_memory_mb"]) for t in tried]
+
+    assert search("cpu", 10**6, 8) == (8, [(2, 200), (4, 400), (8, 800)])  # the bound
+    assert search("cpu", 10**6, 12) == (12, [(2, 200), (4, 400), (8, 800), (12, 1200)])
+    assert search("cuda", 16, 4096, total=10**12) == (
+        8, [(2, 200), (4, 400), (8, 800), (16, None)])  # out of memory at 16
+    # Headroom: 1600 MB is past 0.45 of the device's 2000 MB, so twice as many would not fit.
+    assert search("cuda", 10**6, 4096, total=2000 * 2**20) == (
+        16, [(2, 200), (4, 400), (8, 800), (16, 1600)])
+    with pytest.raises(RuntimeError, match="batch 2 already runs out of memory"):
+        search("cuda", 1, 4096, total=10**12)

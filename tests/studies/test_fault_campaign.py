@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ssl_speech.studies import fault_campaign as fc
+from ssl_speech.studies import fault_harness as harness
 from ssl_speech.studies.fault_injection import PLAN_ENV, SITECUSTOMIZE
 
 
@@ -62,17 +63,17 @@ def test_compare_runs_names_a_difference(tmp_path):
 
     def write(run: Path, value: float) -> None:
         (run / "checkpoints").mkdir(parents=True)
-        state = {"step": fc.MAX_STEPS, "model": {"w": torch.tensor([value])},
+        state = {"step": harness.MAX_STEPS, "model": {"w": torch.tensor([value])},
                  "objective": {}, "optimizer": {}}
         from ssl_speech.runs.checkpoint import checkpoint_path, save_checkpoint
 
-        save_checkpoint(state, checkpoint_path(run, fc.MAX_STEPS))
+        save_checkpoint(state, checkpoint_path(run, harness.MAX_STEPS))
 
     write(tmp_path / "a", 1.0)
     write(tmp_path / "b", 1.0)
     write(tmp_path / "c", 2.0)
-    assert fc.compare_runs(tmp_path / "a", tmp_path / "b") is None
-    assert fc.compare_runs(tmp_path / "a", tmp_path / "c") == "model state differs"
+    assert harness.compare_runs(tmp_path / "a", tmp_path / "b") is None
+    assert harness.compare_runs(tmp_path / "a", tmp_path / "c") == "model state differs"
 
 
 @pytest.mark.slow

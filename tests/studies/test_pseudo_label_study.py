@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ssl_speech.data.batch import Batch
+from ssl_speech.objectives.class_function_regression import ClassFunctionRegression
 from ssl_speech.studies.pseudo_label_study import (
-    ClassFunctionRegression,
     RunResult,
     StudySettings,
     candidate_accuracies,

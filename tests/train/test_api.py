@@ -59,3 +59,11 @@ def test_the_package_itself_trains(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(api, "train", lambda cfg: seen.append(cfg) or "trained")
     assert ssl_speech.train("cfg") == "trained" and seen == ["cfg"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is visible")
+def test_cuda_asked_for_without_one_is_named(tmp_path):
+    cfg = notebook_config(tmp_path / "no-such-corpus", tmp_path / "run", "trainer.device=cuda")
+    with pytest.raises(ValueError, match="trainer.device=cuda but no CUDA device is visible; "
+                                         "use auto or cpu"):
+        train(cfg)

@@ -95,7 +95,7 @@ def _negatives_worker(rank: int, world: int, port: int, tmp: str) -> None:
         out = objective.compute(z, c)
         out.loss.backward()
         torch.manual_seed(200 + rank)  # replay the draw to record the indices
-        index = objective.sample_negatives(z, 4, pool_sequences=4, offset=2 * rank)
+        index = objective.core.sample_negatives(z, 4, pool_sequences=4, offset=2 * rank)
         torch.save({"z": z.detach(), "c": c, "index": index, "loss": out.loss.detach(),
                     "grad": z.grad}, Path(tmp) / f"neg{rank}.pt")
         # Both ranks done before either tears the group down: a rank that destroys it while
@@ -120,9 +120,9 @@ def test_negatives_across_ranks_pool_latents_and_send_gradients_back(tmp_path):
     pool = torch.cat([r["z"] for r in ranks]).requires_grad_(True)
     total = 0
     for rank, saved in enumerate(ranks):
-        predictions = objective.heads(saved["c"][:, :4])
+        predictions = objective.core.heads(saved["c"][:, :4])
         positive, negative = step_scores(predictions, pool[2 * rank:2 * rank + 2],
-                                         saved["index"], objective.score_scale, "dense", pool)
+                                         saved["index"], objective.core.score_scale, "dense", pool)
         loss = -info_nce_log_prob(positive, negative.logsumexp(-1)).mean(dim=(0, 1)).sum()
         torch.testing.assert_close(loss.detach(), saved["loss"])
         total = total + loss
