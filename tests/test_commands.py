@@ -80,15 +80,15 @@ def test_command_help(helps, name):
 
 
 def _installed_from_this_checkout() -> metadata.Distribution | None:
-    try:
-        dist = metadata.distribution("ssl_speech")
-    except metadata.PackageNotFoundError:
-        return None
-    direct_url = dist.read_text("direct_url.json")
-    if not direct_url:
-        return None
-    url = json.loads(direct_url).get("url", "")
-    return dist if Path(url.removeprefix("file://")).resolve() == REPO else None
+    # the checkout's own ssl_speech.egg-info (left by the editable build) may come first on
+    # sys.path; the installed distribution is the one that records where it came from
+    for dist in metadata.distributions(name="ssl_speech"):
+        direct_url = dist.read_text("direct_url.json")
+        if direct_url:
+            url = json.loads(direct_url).get("url", "")
+            if Path(url.removeprefix("file://")).resolve() == REPO:
+                return dist
+    return None
 
 
 def test_installed_entry_points_match_pyproject():
