@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from trainer_fixtures import ListSampler
 
 from ssl_speech.config import config_dir
 from ssl_speech.data.batch import Batch
@@ -109,24 +110,6 @@ def voiced_batches(count: int, size: int = BATCH, window: int = WINDOW,
     return batches
 
 
-class ListSampler:
-    """The sampler interface the trainer needs, over a fixed list of batches."""
-
-    window = WINDOW
-
-    def __init__(self) -> None:
-        self.epoch, self.position = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def state_dict(self, consumed_batches: int | None = None) -> dict:
-        return {"epoch": self.epoch, "position": consumed_batches or 0}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
-
-
 def small_config(objective: str, extra: tuple[str, ...] = ()):
     overrides = [*SMALL_OBJECTIVE[objective], "encoder.dim=32", "context.dim=32",
                  f"data.window={WINDOW}", f"data.batch_size={BATCH}", "optim=adamw",
@@ -149,7 +132,7 @@ def make_trainer(objective: str, precision: str, device: torch.device, run_dir: 
     loop = dict(max_steps=max_steps, log_every=1, checkpoint_every=0, progress=False,
                 tensorboard=False, diagnostics_every=0, precision=precision,
                 grad_clip=float(cfg.trainer.grad_clip))
-    return Trainer(model, loss, optimizer, scheduler, batches, ListSampler(), run_dir,
+    return Trainer(model, loss, optimizer, scheduler, batches, ListSampler(WINDOW), run_dir,
                    TrainerSettings(**{**loop, **settings}), ctx=DistributedContext(device=device))
 
 

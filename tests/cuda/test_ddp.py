@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from device_runs import WINDOW, ListSampler, voiced_batches
-from torch import nn
+from device_runs import WINDOW, voiced_batches
+from trainer_fixtures import ListSampler, NextFrameRegression
 
 from ssl_speech.data.batch import Batch
 from ssl_speech.nn.context import LSTMContext
 from ssl_speech.nn.encoders import CPCEncoder
 from ssl_speech.nn.model import SSLModel
-from ssl_speech.objectives.base import Objective, ObjectiveOutput
 from ssl_speech.train.distributed import (
     DistributedContext,
     init_distributed,
@@ -37,19 +36,6 @@ STEPS = 3
 PER_RANK = 2
 
 
-class NextFrameRegression(Objective):
-    """A deterministic objective (no sampling) whose loss is a mean over equal halves."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
-        z, c = model(batch.wav)
-        loss = (self.proj(c[:, :-1]) - z[:, 1:].detach()).pow(2).mean()
-        return ObjectiveOutput(loss, {"mse": loss.detach()})
-
-
 def fit(ctx: DistributedContext, batches: list[Batch], run_dir: Path) -> torch.Tensor:
     torch.manual_seed(0)
     model, objective = SSLModel(CPCEncoder(dim=16), LSTMContext(16, 16)), NextFrameRegression(16)
@@ -58,7 +44,7 @@ def fit(ctx: DistributedContext, batches: list[Batch], run_dir: Path) -> torch.T
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     settings = TrainerSettings(max_steps=STEPS, log_every=1, checkpoint_every=0, progress=False,
                                tensorboard=False, diagnostics_every=0)
-    trainer = Trainer(model, objective, optimizer, scheduler, batches, ListSampler(), run_dir,
+    trainer = Trainer(model, objective, optimizer, scheduler, batches, ListSampler(WINDOW), run_dir,
                       settings, ctx=ctx)
     trainer.fit(resume=False)
     return torch.cat([p.detach().reshape(-1) for p in trainer.params]).cpu()

@@ -34,9 +34,8 @@ class NextFrameRegression(Objective):
 class ListSampler:
     """The sampler interface the trainer needs, over a fixed list of batches."""
 
-    window = WINDOW
-
-    def __init__(self) -> None:
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window  # samples per window: the trainer's audio-seconds figure
         self.epoch, self.position = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
